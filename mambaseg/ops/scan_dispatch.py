@@ -1,0 +1,141 @@
+"""``selective_scan``: mamba_ssm's ``selective_scan_fn`` with a choice of backends.
+
+Backends:
+    reference  plain PyTorch, any float dtype including float64 (the ground truth)
+    cpu        compiled C++ kernel for CPU tensors (``mambaseg_kernels.cpu``)
+    triton     Triton kernels for CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``)
+    mamba_ssm  mamba_ssm's CUDA kernel, only when asked for and installed
+    auto       triton for CUDA tensors, cpu for CPU tensors; ``MAMBASEG_SCAN_BACKEND`` overrides
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import ModuleType
+
+import torch
+
+from mambaseg.ops.scan_checks import check_scan_arguments
+from mambaseg.ops.scan_function import KernelSelectiveScan
+from mambaseg.ops.scan_reference import selective_scan_reference
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "reference", "cpu", "triton", "mamba_ssm")
+BACKEND_ENV = "MAMBASEG_SCAN_BACKEND"
+_announced: set[tuple[str, str]] = set()
+
+
+def _announce(device_type: str, backend: str, why: str) -> None:
+    if (device_type, backend) not in _announced:
+        _announced.add((device_type, backend))
+        log.info("selective_scan: %s tensors use the %s backend (%s)", device_type, backend, why)
+
+
+def _cpu_kernels() -> ModuleType | None:
+    from mambaseg_kernels.cpu import load_cpu_kernels
+
+    return load_cpu_kernels()
+
+
+def _triton_kernels() -> ModuleType:
+    from mambaseg_kernels import triton as triton_kernels
+
+    return triton_kernels
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Turn ``auto`` (or the environment override) into a concrete backend name for tensors on ``device``."""
+    requested = backend
+    if backend == "auto" and os.environ.get(BACKEND_ENV):
+        backend = os.environ[BACKEND_ENV]
+        if backend not in BACKENDS:
+            raise ValueError(f"{BACKEND_ENV}={backend!r} is not a selective-scan backend; choose one of {BACKENDS}")
+        _announce(device.type, backend, f"set by {BACKEND_ENV}")
+    if backend not in BACKENDS:
+        raise ValueError(f"selective_scan: backend={backend!r} is unknown; choose one of {BACKENDS}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        _announce(device.type, "triton", f"{requested}: CUDA tensors")
+        return "triton"
+    if device.type == "cpu":
+        if _cpu_kernels() is None:
+            _announce(device.type, "reference", "the compiled CPU kernel could not be built")
+            return "reference"
+        _announce(device.type, "cpu", "CPU tensors")
+        return "cpu"
+    _announce(device.type, "reference", f"no compiled kernel for {device.type} tensors")
+    return "reference"
+
+
+def _mamba_ssm_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state):
+    try:
+        from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
+    except ImportError as err:
+        raise RuntimeError(
+            "selective_scan: backend='mamba_ssm' needs the mamba_ssm package with its CUDA build"
+        ) from err
+    if u.device.type != "cuda":
+        raise ValueError(f"selective_scan: backend='mamba_ssm' runs on CUDA tensors only, got {u.device}")
+    return selective_scan_fn(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+
+
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    z: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = False,
+    return_last_state: bool = False,
+    backend: str = "auto",
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Mamba-1 selective scan with the semantics and shapes of mamba_ssm's ``selective_scan_fn``.
+
+    Args:
+        u: input (b, d, l).
+        delta: time steps (b, d, l).
+        A: state matrix (d, n), real.
+        B: input matrix: (d, n) constant, (b, n, l) per step, or (b, g, n, l) grouped (g divides d).
+        C: output matrix, same forms as B.
+        D: skip connection (d,).
+        z: gate (b, d, l); the output is multiplied by silu(z).
+        delta_bias: added to delta (d,).
+        delta_softplus: apply softplus to delta (after the bias).
+        return_last_state: also return the final state (b, d, n) in float32 (no gradient flows through it).
+        backend: one of ``auto``, ``reference``, ``cpu``, ``triton``, ``mamba_ssm``.
+
+    Returns:
+        y (b, d, l) in u's dtype, and the last state when asked for. States and sums are float32
+        (float64 for float64 inputs on the reference), also under autocast.
+    """
+    check_scan_arguments(u, delta, A, B, C, D, z, delta_bias)
+    chosen = resolve_backend(backend, u.device)
+    with torch.autocast(device_type=u.device.type, enabled=False):
+        if chosen == "reference":
+            return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        if chosen == "mamba_ssm":
+            return _mamba_ssm_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+        if chosen == "cpu":
+            kernels = _cpu_kernels()
+            if kernels is None:
+                raise RuntimeError("selective_scan: backend='cpu' was asked for but the CPU kernel could not be built")
+            if u.device.type != "cpu":
+                raise ValueError(f"selective_scan: backend='cpu' needs CPU tensors, got {u.device}")
+        else:
+            kernels = _triton_kernels()
+        _check_kernel_dtypes(chosen, u, delta, A, B, C, D, z, delta_bias)
+        out, last_state = KernelSelectiveScan.apply(kernels, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    return (out, last_state) if return_last_state else out
+
+
+def _check_kernel_dtypes(backend: str, *tensors: torch.Tensor | None) -> None:
+    if any(t is not None and t.dtype == torch.float64 for t in tensors):
+        raise ValueError(
+            f"selective_scan: backend={backend!r} computes in float32; use backend='reference' for float64"
+        )

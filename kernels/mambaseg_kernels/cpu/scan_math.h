@@ -1,7 +1,8 @@
 // Element-wise math for the CPU selective scan, written so that loops over channels vectorise
-// (no libm calls, no branches): exp, log, softplus, sigmoid and SiLU in float32.
+// (no libm calls, no branches): exp, log1p, softplus, sigmoid and SiLU in float32.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 
@@ -11,12 +12,6 @@ inline float bits_to_float(int32_t i) {
   float f;
   std::memcpy(&f, &i, sizeof(f));
   return f;
-}
-
-inline int32_t float_to_bits(float f) {
-  int32_t i;
-  std::memcpy(&i, &f, sizeof(i));
-  return i;
 }
 
 // exp(x), relative error below 2e-7 on [-87, 88]; inputs outside are clamped (exp(-87) ~ 1.6e-38).
@@ -37,31 +32,25 @@ inline float fast_exp(float x) {
   return p * scale;
 }
 
-// log(v) for normal v > 0: v = m * 2^e with m in [sqrt(1/2), sqrt(2)), log m from the atanh series.
-inline float fast_log(float v) {
-  int32_t bits = float_to_bits(v);
-  int32_t e = ((bits >> 23) & 0xff) - 127;
-  float m = bits_to_float((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
-  bool high = m > 1.41421356f;
-  m = high ? 0.5f * m : m;
-  e = high ? e + 1 : e;
-  float s = (m - 1.0f) / (m + 1.0f);  // |s| <= 0.172
+// log(1 + y) for y in [0, 1]: 2 atanh(s) with s = y / (2 + y) in [0, 1/3], a series in s^2 with
+// relative error below 1e-7. Plain arithmetic, so loops calling it vectorise.
+inline float log1p_unit(float y) {
+  float s = y / (2.0f + y);
   float s2 = s * s;
-  float p = 2.0f / 9.0f;
+  float p = 2.0f / 15.0f;
+  p = p * s2 + 2.0f / 13.0f;
+  p = p * s2 + 2.0f / 11.0f;
+  p = p * s2 + 2.0f / 9.0f;
   p = p * s2 + 2.0f / 7.0f;
   p = p * s2 + 2.0f / 5.0f;
   p = p * s2 + 2.0f / 3.0f;
   p = p * s2 + 2.0f;
-  return p * s + static_cast<float>(e) * 0.6931471806f;
+  return p * s;
 }
 
-// log(1 + exp(x)), with mamba_ssm's cut-off: x itself above 20.
-inline float softplus(float x) {
-  float positive = x > 0.0f ? x : 0.0f;
-  float negative_abs = x > 0.0f ? -x : x;
-  float sp = positive + fast_log(1.0f + fast_exp(negative_abs));
-  return x > 20.0f ? x : sp;
-}
+// log(1 + exp(x)) = max(x, 0) + log(1 + exp(-|x|)); above x = 17 the second term is below float32's
+// resolution of x, so this equals x there, like mamba_ssm's cut-off at 20.
+inline float softplus(float x) { return (x > 0.0f ? x : 0.0f) + log1p_unit(fast_exp(-std::fabs(x))); }
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + fast_exp(-x)); }
 

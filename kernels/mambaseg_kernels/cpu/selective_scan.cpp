@@ -105,25 +105,42 @@ inline const float* grouped_rows(const Problem& p, const float* m, int64_t group
   return groups ? m + (b * groups + g) * p.dstate * p.length : nullptr;
 }
 
-// Loads steps [t0, t0 + steps) of this block transposed to (steps, w): raw delta (with bias),
-// dt (after softplus), u, and z when given.
+// Copies steps [t0, t0 + steps) of this block's rows of a (b, d, l) tensor into a (steps, w) tile.
+void load_tile(const Problem& p, const Block& blk, const float* src, int64_t t0, int64_t steps, float* tile) {
+  for (int64_t c = 0; c < blk.nc; ++c) {
+    const float* row = src + (blk.b * p.dim + blk.c0 + c) * p.length + t0;
+    for (int64_t t = 0; t < steps; ++t) tile[t * kLanes + c] = row[t];
+  }
+}
+
+// The inverse of load_tile: a (steps, w) tile into this block's rows of a (b, d, l) tensor.
+void store_tile(const Problem& p, const Block& blk, const float* tile, int64_t t0, int64_t steps, float* dst) {
+  for (int64_t c = 0; c < blk.nc; ++c) {
+    float* row = dst + (blk.b * p.dim + blk.c0 + c) * p.length + t0;
+    for (int64_t t = 0; t < steps; ++t) row[t] = tile[t * kLanes + c];
+  }
+}
+
+// Loads steps [t0, t0 + steps) of this block as (steps, w) tiles: raw delta (with bias), dt (after
+// softplus), u, and z when given. The element-wise math runs on the contiguous tiles so it vectorises.
 void load_steps(const Problem& p, const Block& blk, const BlockParams& bp, int64_t t0, int64_t steps, float* raw,
                 float* dt, float* u, float* z) {
-  for (int64_t c = 0; c < blk.nc; ++c) {
-    int64_t row = (blk.b * p.dim + blk.c0 + c) * p.length + t0;
-    const float* delta_row = p.delta + row;
-    const float* u_row = p.u + row;
-    float bias = bp.bias[c];
+  load_tile(p, blk, p.delta, t0, steps, raw);
+  load_tile(p, blk, p.u, t0, steps, u);
+  if (p.z) load_tile(p, blk, p.z, t0, steps, z);
+  const float* bias = bp.bias.data();
+  const bool use_softplus = p.softplus;
+  for (int64_t t = 0; t < steps; ++t) {
+    float* raw_t = raw + t * kLanes;
+    float* dt_t = dt + t * kLanes;
 #pragma omp simd
-    for (int64_t t = 0; t < steps; ++t) {
-      float r = delta_row[t] + bias;
-      raw[t * kLanes + c] = r;
-      dt[t * kLanes + c] = p.softplus ? softplus(r) : r;
-      u[t * kLanes + c] = u_row[t];
-    }
-    if (p.z) {
-      const float* z_row = p.z + row;
-      for (int64_t t = 0; t < steps; ++t) z[t * kLanes + c] = z_row[t];
+    for (int64_t c = 0; c < kLanes; ++c) raw_t[c] += bias[c];
+    if (use_softplus) {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) dt_t[c] = softplus(raw_t[c]);
+    } else {
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) dt_t[c] = raw_t[c];
     }
   }
 }
@@ -179,6 +196,7 @@ void forward_block(const Problem& p, const Block& blk, float* out, float* last_s
       z(kTile * kLanes, 0.f), y(kTile * kLanes, 0.f), b_tile(kTile * p.dstate), c_tile(kTile * p.dstate);
   const float* rows_b = grouped_rows(p, p.B, p.groups_b, blk.b, blk.gb);
   const float* rows_c = grouped_rows(p, p.C, p.groups_c, blk.b, blk.gc);
+  const bool gated = p.z != nullptr;
   for (int64_t t0 = 0; t0 < p.length; t0 += kTile) {
     int64_t steps = std::min(kTile, p.length - t0);
     if (checkpoints && t0 % kChunk == 0) {
@@ -195,15 +213,19 @@ void forward_block(const Problem& p, const Block& blk, float* out, float* last_s
       step<VarB, VarC>(p, bp, b_tile.data() + t * p.dstate, c_tile.data() + t * p.dstate, dt.data() + t * kLanes,
                        u.data() + t * kLanes, x.data(), x.data(), y.data() + t * kLanes);
     }
-    for (int64_t c = 0; c < blk.nc; ++c) {
-      float* out_row = out + (blk.b * p.dim + blk.c0 + c) * p.length + t0;
-      float d_skip = bp.D[c];
+    const float* d_skip = bp.D.data();
+    for (int64_t t = 0; t < steps; ++t) {
+      float* y_t = y.data() + t * kLanes;
+      const float* u_t = u.data() + t * kLanes;
+      const float* z_t = z.data() + t * kLanes;
 #pragma omp simd
-      for (int64_t t = 0; t < steps; ++t) {
-        float o = y[t * kLanes + c] + d_skip * u[t * kLanes + c];
-        out_row[t] = p.z ? o * silu(z[t * kLanes + c]) : o;
+      for (int64_t c = 0; c < kLanes; ++c) y_t[c] += d_skip[c] * u_t[c];
+      if (gated) {
+#pragma omp simd
+        for (int64_t c = 0; c < kLanes; ++c) y_t[c] *= silu(z_t[c]);
       }
     }
+    store_tile(p, blk, y.data(), t0, steps, out);
   }
   for (int64_t c = 0; c < blk.nc; ++c) {
     for (int64_t n = 0; n < p.dstate; ++n) last_state[(blk.b * p.dim + blk.c0 + c) * p.dstate + n] = x[n * kLanes + c];
@@ -235,6 +257,8 @@ void backward_block(const Problem& p, const Block& blk, const float* checkpoints
   const float* rows_c = grouped_rows(p, p.C, p.groups_c, blk.b, blk.gc);
   float* slot_b = VarB ? g.dB_slots + ((blk.b * p.groups_b + blk.gb) * g.slots_b + blk.slot_b) * N * p.length : nullptr;
   float* slot_c = VarC ? g.dC_slots + ((blk.b * p.groups_c + blk.gc) * g.slots_c + blk.slot_c) * N * p.length : nullptr;
+  const bool gated = p.z != nullptr;
+  const bool use_softplus = p.softplus;
 
   for (int64_t k = p.chunks() - 1; k >= 0; --k) {
     int64_t s0 = k * kChunk;
@@ -242,9 +266,8 @@ void backward_block(const Problem& p, const Block& blk, const float* checkpoints
     load_steps(p, blk, bp, s0, steps, raw.data(), dt.data(), u.data(), z.data());
     load_rows(p, rows_b, s0, steps, b_tile.data());
     load_rows(p, rows_c, s0, steps, c_tile.data());
+    load_tile(p, blk, dout, s0, steps, dy.data());
     for (int64_t c = 0; c < blk.nc; ++c) {
-      const float* dout_row = dout + (blk.b * p.dim + blk.c0 + c) * p.length + s0;
-      for (int64_t t = 0; t < steps; ++t) dy[t * kLanes + c] = dout_row[t];
       const float* saved = checkpoints + ((blk.b * p.dim + blk.c0 + c) * p.chunks() + k) * N;
       for (int64_t n = 0; n < N; ++n) xs[n * kLanes + c] = saved[n];
     }
@@ -254,24 +277,36 @@ void backward_block(const Problem& p, const Block& blk, const float* checkpoints
                        u.data() + t * kLanes, xs.data() + t * N * kLanes, xs.data() + (t + 1) * N * kLanes,
                        y.data() + t * kLanes);
     }
+    // Through the gate and the skip: dy (in place of dout), dz, dD, and du's skip part.
+    const float* d_skip = bp.D.data();
+    for (int64_t t = 0; t < steps; ++t) {
+      float* dy_t = dy.data() + t * kLanes;
+      const float* u_t = u.data() + t * kLanes;
+      if (gated) {
+        const float* y_t = y.data() + t * kLanes;
+        const float* z_t = z.data() + t * kLanes;
+        float* dz_t = dz.data() + t * kLanes;
+#pragma omp simd
+        for (int64_t c = 0; c < kLanes; ++c) {
+          float full = y_t[c] + d_skip[c] * u_t[c];
+          dz_t[c] = dy_t[c] * full * silu_grad(z_t[c]);
+          dy_t[c] *= silu(z_t[c]);
+        }
+      }
+      float* du_t = du.data() + t * kLanes;
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) {
+        dD[c] += dy_t[c] * u_t[c];
+        du_t[c] = dy_t[c] * d_skip[c];
+      }
+    }
+    std::fill(ddt.begin(), ddt.end(), 0.f);
     for (int64_t t = steps - 1; t >= 0; --t) {
       const float* dt_t = dt.data() + t * kLanes;
       const float* u_t = u.data() + t * kLanes;
-      float* dy_t = dy.data() + t * kLanes;  // holds dout, becomes dy
+      const float* dy_t = dy.data() + t * kLanes;
       float* du_t = du.data() + t * kLanes;
       float* ddt_t = ddt.data() + t * kLanes;
-#pragma omp simd
-      for (int64_t c = 0; c < kLanes; ++c) {
-        if (p.z) {
-          float zv = z[t * kLanes + c];
-          float full = y[t * kLanes + c] + bp.D[c] * u_t[c];
-          dz[t * kLanes + c] = dy_t[c] * full * silu_grad(zv);
-          dy_t[c] *= silu(zv);
-        }
-        dD[c] += dy_t[c] * u_t[c];
-        du_t[c] = dy_t[c] * bp.D[c];
-        ddt_t[c] = 0.f;
-      }
       for (int64_t n = 0; n < N; ++n) {
         const float* a_row = bp.A.data() + n * kLanes;
         const float* b_row = bp.B.data() + n * kLanes;
@@ -307,19 +342,19 @@ void backward_block(const Problem& p, const Block& blk, const float* checkpoints
     }
     store_rows(p, db_tile.data(), s0, steps, slot_b);
     store_rows(p, dc_tile.data(), s0, steps, slot_c);
-    for (int64_t c = 0; c < blk.nc; ++c) {
-      int64_t row = (blk.b * p.dim + blk.c0 + c) * p.length + s0;
-      float bias_sum = 0.f;
-      for (int64_t t = 0; t < steps; ++t) {
-        float dd = ddt[t * kLanes + c];
-        if (p.softplus) dd *= sigmoid(raw[t * kLanes + c]);
-        g.ddelta[row + t] = dd;
-        g.du[row + t] = du[t * kLanes + c];
-        bias_sum += dd;
-        if (g.dz) g.dz[row + t] = dz[t * kLanes + c];
+    for (int64_t t = 0; t < steps; ++t) {
+      float* ddt_t = ddt.data() + t * kLanes;
+      const float* raw_t = raw.data() + t * kLanes;
+      if (use_softplus) {
+#pragma omp simd
+        for (int64_t c = 0; c < kLanes; ++c) ddt_t[c] *= sigmoid(raw_t[c]);
       }
-      dbias[c] += bias_sum;
+#pragma omp simd
+      for (int64_t c = 0; c < kLanes; ++c) dbias[c] += ddt_t[c];
     }
+    store_tile(p, blk, ddt.data(), s0, steps, g.ddelta);
+    store_tile(p, blk, du.data(), s0, steps, g.du);
+    if (g.dz) store_tile(p, blk, dz.data(), s0, steps, g.dz);
   }
   for (int64_t c = 0; c < blk.nc; ++c) {
     int64_t bc = blk.b * p.dim + blk.c0 + c;

@@ -79,3 +79,14 @@ def test_cpu_kernel_math_is_accurate_over_its_range():
             backend="reference",
         )
         torch.testing.assert_close(y.double(), y_ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_failed_build_warns_once_and_returns_none(monkeypatch):
+    import torch.utils.cpp_extension
+
+    def no_compiler(**_kwargs):
+        raise RuntimeError("c++: command not found")
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
+    with pytest.warns(RuntimeWarning, match="c\\+\\+: command not found.*falling back to the slow PyTorch reference"):
+        assert load_cpu_kernels.__wrapped__() is None

@@ -1,0 +1,203 @@
+"""Loading VMamba ImageNet classification checkpoints into networks with a VSS encoder, in 2D or 3D.
+
+Accepted checkpoints: a path (read with ``torch.load(weights_only=True)``) or a state dict, either the
+weights themselves or a dict holding them under ``model`` (the official layout) or ``state_dict``.
+Key names may be VMamba v0's (``patch_embed.proj``, ``layers.{i}.blocks.{j}.ln_1`` / ``.self_attention``,
+``layers.{i}.downsample.reduction`` / ``.norm``) or v2's (``patch_embed.0`` / ``.2``, ``.norm`` / ``.op``).
+The classifier (``head``, the final ``norm``, v2's ``classifier``) is skipped.
+
+A checkpoint key goes to ``model.pretrained_targets(key)`` when the network defines it (VM-UNet: the
+encoder and the mirrored decoder stage), else to ``key`` or ``encoder.<key>``; prefixes listed in the
+network's ``pretrained_skip`` are skipped. Tensors are adapted when the shapes differ in one of these ways:
+
+- per-order parameters (``x_proj_weight``, ``dt_projs_weight``, ``dt_projs_bias``, ``A_logs``, ``Ds``) of
+  the 4 orders of the 2D cross scan go to the 6 orders of the 3D cross scan. The 2D axes (h, w) become
+  the 3D axes 1 and 2 and the new axis 0 is the depth: a 3D order takes the 2D order with the same
+  fastest axis and direction; the two depth-fastest orders take the mean of the 2D orders of their direction;
+- 2D convolution kernels (``conv2d``, ``patch_embed.proj``) are inflated along the new axis 0 and divided
+  by its size, so the response to inputs constant along depth is unchanged;
+- the patch embedding's input channels: the kernel summed over the checkpoint's channels, divided by the
+  model's channel count and repeated, so an input with all channels equal to a grey image g answers as the
+  checkpoint answers (g, g, g);
+- 3D patch merging (8c inputs, offsets with axis 0 fastest) from 2D (4c inputs, (h, w) offsets with h
+  fastest): 3D block o_d + 2 q for the 2D block q, both depth offsets; ``norm`` weights repeat, the
+  ``reduction`` weight repeats and halves, so inputs constant along depth merge as in 2D.
+
+Any other difference is a ValueError naming the key and both shapes.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from mambaseg.ops.scan_orders import scan_orders
+
+log = logging.getLogger(__name__)
+
+_CLASSIFIER = re.compile(r"^(head|norm|classifier)\.")
+_V2_BLOCK = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.(norm|op)\.")
+_PER_ORDER = ("x_proj_weight", "dt_projs_weight", "dt_projs_bias")
+_PER_ORDER_CHANNEL = ("A_logs", "Ds")
+
+
+@dataclass
+class PretrainedReport:
+    """What ``load_pretrained`` did; keys sorted.
+
+    Attributes:
+        loaded: model keys set from the checkpoint.
+        missing: model keys left as they were.
+        unexpected: checkpoint keys that match nothing in the model.
+        skipped: checkpoint keys left out on purpose (the classifier, keys the network does not take).
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def _read_state(checkpoint: str | Path | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if isinstance(checkpoint, str | Path):
+        path = Path(checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(f"load_pretrained: no checkpoint file at {path}")
+        try:
+            checkpoint = torch.load(path, weights_only=True, map_location="cpu")
+        except pickle.UnpicklingError as err:
+            raise ValueError(
+                f"load_pretrained: {path} holds more than tensors (weights_only=True refused it); load it yourself "
+                "from a source you trust and pass its state dict"
+            ) from err
+    for holder in ("model", "state_dict"):
+        if isinstance(checkpoint.get(holder), Mapping):
+            checkpoint = checkpoint[holder]
+            break
+    state = {k.removeprefix("module."): v for k, v in checkpoint.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise ValueError("load_pretrained: the checkpoint holds no tensors")
+    return state
+
+
+def _v0_name(key: str, v2_stem: bool) -> str:
+    """VMamba v2 names to v0 names; v0 names pass unchanged."""
+    key = _V2_BLOCK.sub(lambda m: f"{m[1]}.{'ln_1' if m[2] == 'norm' else 'self_attention'}.", key)
+    if not v2_stem:
+        key = re.sub(r"^patch_embed\.0\.", "patch_embed.proj.", key)
+        key = re.sub(r"^patch_embed\.2\.", "patch_embed.norm.", key)
+    return key
+
+
+def _cross_sources(spatial_dims: int) -> list[list[int]]:
+    """For each cross-scan order in ``spatial_dims``, the 2D cross-scan orders it is taken from (see module doc)."""
+    source, target = scan_orders("cross", 2), scan_orders("cross", spatial_dims)
+    shift = spatial_dims - 2
+    sources = []
+    for order in target:
+        same_way = [i for i, s in enumerate(source) if bool(s.flips) == bool(order.flips)]
+        same_axis = [i for i in same_way if source[i].permutation[-1] + shift == order.permutation[-1]]
+        sources.append(same_axis or same_way)
+    return sources
+
+
+def _map_orders(name: str, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    k_src = len(scan_orders("cross", 2))
+    per_channel = name in _PER_ORDER_CHANNEL
+    if t.shape[0] % k_src or (per_channel and shape[0] % (t.shape[0] // k_src)):
+        return t
+    k_dst = shape[0] // (t.shape[0] // k_src) if per_channel else shape[0]
+    dims = [n for n in (2, 3) if len(scan_orders("cross", n)) == k_dst]
+    if not dims:
+        return t
+    per_order = t.reshape(k_src, -1, *t.shape[1:])  # (k, ...)
+    mapped = torch.stack([per_order[src].mean(0) for src in _cross_sources(dims[0])])
+    return mapped.reshape(-1, *t.shape[1:]) if per_channel else mapped.reshape(k_dst, *t.shape[1:])
+
+
+def _inflate_merging(name: str, t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    blocks = shape[-1] // (t.shape[-1] // 4) if t.shape[-1] % 4 == 0 else 0
+    if blocks != 8:
+        return t
+    if name in ("norm.weight", "norm.bias"):
+        return t.reshape(4, -1).repeat_interleave(2, dim=0).reshape(-1)
+    return t.reshape(t.shape[0], 4, -1).repeat_interleave(2, dim=1).reshape(t.shape[0], -1) / 2
+
+
+def _adapt(key: str, t: torch.Tensor, shape: torch.Size, target: str) -> torch.Tensor:
+    """Bring the checkpoint tensor ``t`` of ``key`` to the model's ``shape`` (see the module doc)."""
+    source_shape = tuple(t.shape)
+    name = key.rsplit(".", 1)[-1]
+    if t.shape != shape and name in _PER_ORDER + _PER_ORDER_CHANNEL:
+        t = _map_orders(name, t, shape)
+    if t.dim() >= 3 and t.dim() == len(shape) - 1 and t.shape[2:] == shape[3:]:
+        t = t.unsqueeze(2).repeat(1, 1, shape[2], *[1] * (t.dim() - 2)) / shape[2]  # conv kernel, one axis more
+    if key == "patch_embed.proj.weight" and t.dim() == len(shape) and t.shape[1] != shape[1]:
+        t = t.sum(1, keepdim=True).repeat(1, shape[1], *[1] * (t.dim() - 2)) / shape[1]
+    if ".downsample." in key and t.shape != shape:
+        t = _inflate_merging(key.split(".downsample.")[-1], t, shape)
+    if t.shape != shape:
+        raise ValueError(
+            f"load_pretrained: checkpoint key {key!r} has shape {source_shape}, which cannot be adapted to "
+            f"{target!r} of shape {tuple(shape)}"
+        )
+    return t
+
+
+def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor]) -> PretrainedReport:
+    """Load a VMamba (v0 or v2 naming) ImageNet checkpoint into ``model``'s VSS encoder, adapting 2D to 3D.
+
+    Args:
+        model: a network with a ``VSSEncoder`` under ``encoder`` (``swin_umamba``, ``swin_umamba_d``,
+            ``vmunet``), a ``VSSEncoder`` or a ``VMambaClassifier``.
+        checkpoint: a path to a ``torch.save`` file, or its loaded contents.
+
+    Returns:
+        The loaded, missing, unexpected and skipped keys.
+
+    Raises:
+        ValueError: a checkpoint tensor whose shape cannot be adapted to its target.
+    """
+    state = _read_state(checkpoint)
+    model_state = model.state_dict()
+    model_keys = set(model_state)
+    v2_stem = any(k.startswith("patch_embed.5.") for k in state)
+    skip = tuple(getattr(model, "pretrained_skip", ()))
+    targets_of = getattr(model, "pretrained_targets", None)
+    report = PretrainedReport()
+    new_state: dict[str, torch.Tensor] = {}
+    for raw_key, tensor in state.items():
+        key = _v0_name(raw_key, v2_stem)
+        if _CLASSIFIER.match(key) or key.startswith(skip):
+            report.skipped.append(raw_key)
+            continue
+        targets = targets_of(key) if targets_of else [key if key in model_keys else f"encoder.{key}"]
+        targets = [t for t in targets if t in model_keys]
+        if not targets:
+            report.unexpected.append(raw_key)
+            continue
+        for target in targets:
+            new_state[target] = _adapt(key, tensor, model_state[target].shape, target)
+    model.load_state_dict(new_state, strict=False)
+    report.loaded = sorted(new_state)
+    report.missing = sorted(model_keys - set(new_state))
+    report.unexpected.sort()
+    report.skipped.sort()
+    log.info(
+        "load_pretrained: %d tensors loaded, %d model tensors missing, %d checkpoint tensors unexpected, %d skipped",
+        len(report.loaded),
+        len(report.missing),
+        len(report.unexpected),
+        len(report.skipped),
+    )
+    log.debug(
+        "load_pretrained: missing %s; unexpected %s; skipped %s", report.missing, report.unexpected, report.skipped
+    )
+    return report

@@ -1,0 +1,172 @@
+"""Swin-UMamba (a VSS encoder with a CNN decoder) and Swin-UMamba† (``swin_umamba_d``, a VSS decoder).
+
+Dimension letters: b batch, c channels, k classes, *spatial the spatial axes.
+
+After Liu et al., "Swin-UMamba: Mamba-based UNet with ImageNet-based pretraining" (MICCAI 2024). Both hold
+their encoder as ``encoder`` (a ``VSSEncoder`` with VMamba v0 keys), so VMamba checkpoints load with
+``mambaseg.networks.load_pretrained``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
+from torch import nn
+
+from mambaseg.networks.registry import register
+from mambaseg.networks.vmamba_encoder import VSSEncoder, check_input_size
+from mambaseg.nn.factories import conv_type, make_norm
+from mambaseg.nn.patches import PatchExpand, channels_first
+from mambaseg.nn.ss_nd import VSSStage, drop_path_rates, vss_init
+
+_TINY = {"dims": 4, "depths": (1, 1), "d_state": 4}
+
+
+@register("swin_umamba", tiny={**_TINY, "feature_size": 4})
+class SwinUMamba(nn.Module):
+    """Swin-UMamba: stem, VSS encoder (patch 2), UNETR-style residual CNN decoder with deep supervision.
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        num_classes: output channels.
+        feature_size: channels of the stem and of the full-resolution decoder level.
+        dims: channels per encoder stage, or the first stage's (doubled per stage).
+        depths: VSS blocks per encoder stage.
+        d_state: state size of the selective scans.
+        drop_path_rate: stochastic depth of the encoder's last block.
+        norm_name: MONAI norm of the CNN blocks.
+        orders: scan-order set of the VSS blocks.
+        deep_supervision: return one output per decoder level, full resolution first.
+    """
+
+    pretrained_skip = ("patch_embed.proj.",)  # VMamba embeds RGB with patch 4; here 48 stem channels with patch 2
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        feature_size: int = 48,
+        dims: int | Sequence[int] = 96,
+        depths: Sequence[int] = (2, 2, 9, 2),
+        d_state: int = 16,
+        drop_path_rate: float = 0.2,
+        norm_name: str = "instance",
+        orders: str = "cross",
+        deep_supervision: bool = False,
+    ) -> None:
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        conv = conv_type(spatial_dims)
+        self.stem = nn.Sequential(
+            conv(in_channels, feature_size, kernel_size=7, stride=2, padding=3),
+            make_norm("instance", spatial_dims, feature_size),
+        )
+        self.encoder = VSSEncoder(
+            spatial_dims, feature_size, dims, depths, 2, d_state, drop_path_rate=drop_path_rate, orders=orders
+        )
+        self.input_size_divisor = 2 * self.encoder.stride
+        feats = [feature_size, *self.encoder.dims]  # channels per level, full resolution first
+        stages = len(depths)
+
+        def basic(c_in: int, c_out: int) -> nn.Module:
+            return UnetrBasicBlock(spatial_dims, c_in, c_out, 3, 1, norm_name, res_block=True)
+
+        def up(c_in: int, c_out: int) -> nn.Module:
+            return UnetrUpBlock(spatial_dims, c_in, c_out, 3, 2, norm_name, res_block=True)
+
+        self.skips = nn.ModuleList(
+            [basic(in_channels, feature_size)] + [basic(feats[i], feats[i + 1]) for i in range(stages)]
+        )
+        self.ups = nn.ModuleList(
+            [up(feats[-1], feats[-1])] + [up(feats[j + 1], feats[j]) for j in reversed(range(stages))]
+        )
+        self.head_block = basic(feature_size, feature_size)
+        self.out_layers = nn.ModuleList(UnetOutBlock(spatial_dims, feats[i], num_classes) for i in range(stages))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """(b, c_in, *spatial) -> (b, k, *spatial), or a list of outputs from full resolution down."""
+        check_input_size("swin_umamba", x.shape[2:], self.input_size_divisor)
+        stem = self.stem(x)  # (b, feature_size, *spatial / 2)
+        stages = [channels_first(f) for f in self.encoder(stem)]  # (b, c_i, *spatial / 2^(i + 2))
+        skips = [block(level) for block, level in zip(self.skips, [x, stem, *stages[:-1]], strict=True)]
+        y = stages[-1]
+        decoded = []
+        for block, skip in zip(self.ups, reversed(skips), strict=True):
+            y = block(y, skip)
+            decoded.append(y)
+        levels = [self.head_block(decoded[-1]), *decoded[-2::-1]]  # full resolution first
+        if not self.deep_supervision:
+            return self.out_layers[0](levels[0])
+        return [head(level) for head, level in zip(self.out_layers, levels, strict=False)]
+
+
+@register("swin_umamba_d", tiny={**_TINY, "decoder_depth": 1})
+class SwinUMambaD(nn.Module):
+    """Swin-UMamba†: VSS encoder (patch 4) and a VSS decoder (patch expanding, skip fusion, VSS blocks).
+
+    Args:
+        spatial_dims: 2 or 3.
+        in_channels: input channels.
+        num_classes: output channels.
+        dims: channels per encoder stage, or the first stage's (doubled per stage).
+        depths: VSS blocks per encoder stage.
+        decoder_depth: VSS blocks per decoder stage.
+        patch_size: edge of the embedding patches (and of the final expansion).
+        d_state: state size of the selective scans.
+        drop_path_rate: stochastic depth of the encoder's last and the decoder's first block.
+        orders: scan-order set of the VSS blocks.
+        deep_supervision: return one output per decoder level, full resolution first.
+    """
+
+    def __init__(
+        self,
+        spatial_dims: int,
+        in_channels: int,
+        num_classes: int,
+        dims: int | Sequence[int] = 96,
+        depths: Sequence[int] = (2, 2, 9, 2),
+        decoder_depth: int = 2,
+        patch_size: int = 4,
+        d_state: int = 16,
+        drop_path_rate: float = 0.2,
+        orders: str = "cross",
+        deep_supervision: bool = False,
+    ) -> None:
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.encoder = VSSEncoder(
+            spatial_dims, in_channels, dims, depths, patch_size, d_state, drop_path_rate=drop_path_rate, orders=orders
+        )
+        self.input_size_divisor = self.encoder.stride
+        d = self.encoder.dims
+        targets = list(reversed(range(len(d) - 1)))  # decoder stage i works at encoder level targets[i]
+        rates = drop_path_rates([decoder_depth] * len(targets), drop_path_rate, falling=True)
+        conv = conv_type(spatial_dims)
+        self.expand_layers = nn.ModuleList(PatchExpand(d[t + 1], d[t], spatial_dims) for t in targets)
+        self.expand_layers.append(PatchExpand(d[0], d[0], spatial_dims, scale=patch_size))
+        self.concat_back_dim = nn.ModuleList(nn.Linear(2 * d[t], d[t]) for t in targets)
+        self.stages = nn.ModuleList(
+            VSSStage(d[t], spatial_dims, decoder_depth, rate, d_state=d_state, orders=orders)
+            for t, rate in zip(targets, rates, strict=True)
+        )
+        self.seg_layers = nn.ModuleList(conv(d[t], num_classes, kernel_size=1) for t in [*targets, 0])
+        for module in (self.expand_layers, self.concat_back_dim, self.stages):
+            module.apply(vss_init)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
+        """(b, c_in, *spatial) -> (b, k, *spatial), or a list of outputs from full resolution down."""
+        check_input_size("swin_umamba_d", x.shape[2:], self.input_size_divisor)
+        features = self.encoder(x)  # channels last, finest first
+        y = features[-1]
+        outputs = []
+        decoder = zip(self.expand_layers, self.concat_back_dim, self.stages, features[-2::-1], strict=False)
+        for i, (expand, fuse, stage, skip) in enumerate(decoder):
+            y = stage(fuse(torch.cat([expand(y), skip], dim=-1)))  # (b, *spatial_i, c_i)
+            if self.deep_supervision:
+                outputs.append(self.seg_layers[i](channels_first(y)))
+        final = self.seg_layers[-1](channels_first(self.expand_layers[-1](y)))  # (b, k, *spatial)
+        return [final, *reversed(outputs)] if self.deep_supervision else final

@@ -1,0 +1,1 @@
+"""Building blocks for networks of any ``spatial_dims``."""

@@ -20,7 +20,7 @@ from torch import nn
 from mambaseg.nn.factories import conv_type
 from mambaseg.nn.mamba_layer import dt_bias_init, resolve_dt_rank, s4d_real_a_log, skip_d
 from mambaseg.ops import selective_scan
-from mambaseg.ops.scan_orders import flatten_orders, merge_orders, scan_orders
+from mambaseg.ops.scan_orders import ScanOrder, flatten_orders, merge_orders, scan_orders
 
 
 def vss_init(module: nn.Module) -> None:
@@ -44,7 +44,8 @@ class SSND(nn.Module):
         ssm_ratio: d_inner / d_model.
         dt_rank: rank r of the time-step projection; ``"auto"`` is ceil(d_model / 16).
         d_conv: kernel size of the depthwise convolution.
-        orders: name of the scan-order set (see ``mambaseg.ops.scan_orders``); ``cross`` is VMamba's.
+        orders: name of a scan-order set (see ``mambaseg.ops.scan_orders``; ``cross`` is VMamba's), or the
+            orders themselves.
         dropout: dropout after the output projection.
         dt_min: smallest initial time step.
         dt_max: largest initial time step.
@@ -58,7 +59,7 @@ class SSND(nn.Module):
         ssm_ratio: float = 2.0,
         dt_rank: int | str = "auto",
         d_conv: int = 3,
-        orders: str = "cross",
+        orders: str | Sequence[ScanOrder] = "cross",
         dropout: float = 0.0,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
@@ -68,7 +69,7 @@ class SSND(nn.Module):
         self.d_state = d_state
         self.d_inner = d_inner = int(ssm_ratio * d_model)
         self.dt_rank = dt_rank = resolve_dt_rank(dt_rank, d_model)
-        self.orders = scan_orders(orders, spatial_dims)
+        self.orders = scan_orders(orders, spatial_dims) if isinstance(orders, str) else list(orders)
         k = len(self.orders)
 
         self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
@@ -149,7 +150,10 @@ class VSSStage(nn.Module):
         depth: number of VSS blocks.
         drop_path: one stochastic-depth probability per block, or one for all.
         downsample: module applied after the blocks, or None.
-        **ss_kwargs: options of ``SSND``.
+        orders: name of the scan-order set.
+        combine: ``parallel``: every block scans all K orders and sums them (VMamba); ``sequential``: block j
+            scans only order j mod K, so consecutive blocks take the orders in turn (Mamba-ND).
+        **ss_kwargs: other options of ``SSND``.
     """
 
     def __init__(
@@ -159,13 +163,25 @@ class VSSStage(nn.Module):
         depth: int,
         drop_path: float | Sequence[float] = 0.0,
         downsample: nn.Module | None = None,
+        orders: str = "cross",
+        combine: str = "parallel",
         **ss_kwargs,
     ) -> None:
         super().__init__()
         rates = [float(drop_path)] * depth if isinstance(drop_path, int | float) else list(drop_path)
         if len(rates) != depth:
             raise ValueError(f"VSSStage: got {len(rates)} drop-path rates for {depth} blocks")
-        self.blocks = nn.ModuleList(VSSBlock(dim, spatial_dims, rate, **ss_kwargs) for rate in rates)
+        order_set = scan_orders(orders, spatial_dims)
+        if combine == "parallel":
+            block_orders = [order_set] * depth
+        elif combine == "sequential":
+            block_orders = [[order_set[j % len(order_set)]] for j in range(depth)]
+        else:
+            raise ValueError(f"VSSStage: combine must be 'parallel' or 'sequential', got {combine!r}")
+        self.blocks = nn.ModuleList(
+            VSSBlock(dim, spatial_dims, rate, orders=block_order, **ss_kwargs)
+            for rate, block_order in zip(rates, block_orders, strict=True)
+        )
         self.downsample = downsample
 
     def forward_blocks(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from mambaseg.nn.ss_nd import SSND, VSSBlock, VSSStage, drop_path_rates
+from mambaseg.ops.scan_orders import scan_orders
 from mambaseg.ops.scan_reference import selective_scan_reference
 
 SHAPES = {2: (5, 6), 3: (3, 4, 5)}
@@ -124,3 +125,16 @@ def test_drop_path_rates():
     assert [len(r) for r in rising] == [1, 2] and [len(r) for r in falling] == [2, 1]
     assert sum(rising, []) == pytest.approx([0.0, 0.1, 0.2])
     assert sum(falling, []) == pytest.approx([0.2, 0.1, 0.0])
+
+
+def test_sequential_combination_gives_each_block_one_order_in_turn():
+    stage = VSSStage(8, 2, depth=6, orders="cross", combine="sequential", d_state=4)
+    cross = scan_orders("cross", 2)
+    assert [block.self_attention.orders for block in stage.blocks] == [[cross[j % 4]] for j in range(6)]
+    assert stage.blocks[0].self_attention.x_proj_weight.shape[0] == 1
+    x = torch.randn(2, 4, 6, 8)  # (b, h, w, c)
+    assert stage(x).shape == x.shape
+    parallel = VSSStage(8, 2, depth=2, d_state=4)
+    assert all(len(block.self_attention.orders) == 4 for block in parallel.blocks)
+    with pytest.raises(ValueError, match="combine must be"):
+        VSSStage(8, 2, depth=1, combine="zigzag")

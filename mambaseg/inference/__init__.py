@@ -1,0 +1,1 @@
+"""Prediction: sliding-window inference, test-time mirroring, export to the input geometry."""

@@ -1,0 +1,24 @@
+"""Reading and writing images with their geometry. This layer never imports torch."""
+
+from mambaseg.io.dicom import DicomSeries, list_dicom_series, read_dicom_series
+from mambaseg.io.errors import ImageReadError
+from mambaseg.io.files import SUPPORTED_EXTENSIONS, image_extension, read_image, read_image_channels, write_image
+from mambaseg.io.image import Image
+from mambaseg.io.nifti import nifti_affine
+from mambaseg.io.sitk_formats import from_sitk, to_sitk
+
+__all__ = [
+    "SUPPORTED_EXTENSIONS",
+    "DicomSeries",
+    "Image",
+    "ImageReadError",
+    "from_sitk",
+    "image_extension",
+    "list_dicom_series",
+    "nifti_affine",
+    "read_dicom_series",
+    "read_image",
+    "read_image_channels",
+    "to_sitk",
+    "write_image",
+]

@@ -1,0 +1,84 @@
+"""NRRD, MetaImage (.mha/.mhd), PNG and TIFF through SimpleITK, and conversion between ``Image`` and SimpleITK."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from mambaseg.io.errors import ImageReadError
+from mambaseg.io.image import Image
+
+PLANAR_EXTENSIONS = (".png", ".tif", ".tiff")
+_COMPRESSED = (".nrrd", ".mha", ".mhd")
+
+
+def from_sitk(itk_image: sitk.Image, source: str = "", metadata: dict[str, str] | None = None) -> list[Image]:
+    """One ``Image`` per pixel component (a single one for scalar images), all sharing the geometry."""
+    array = sitk.GetArrayFromImage(itk_image)
+    geometry = (itk_image.GetSpacing(), itk_image.GetOrigin(), itk_image.GetDirection())
+    if itk_image.GetNumberOfComponentsPerPixel() == 1:
+        return [Image(array, *geometry, source=source, metadata=dict(metadata or {}))]
+    return [
+        Image(np.ascontiguousarray(array[..., c]), *geometry, source=source, metadata=dict(metadata or {}))
+        for c in range(array.shape[-1])
+    ]
+
+
+def to_sitk(image: Image) -> sitk.Image:
+    """A scalar SimpleITK image with the voxels and geometry of ``image`` (booleans become uint8)."""
+    array = image.array.astype(np.uint8) if image.array.dtype == np.bool_ else image.array
+    itk_image = sitk.GetImageFromArray(array, isVector=False)
+    itk_image.SetSpacing([float(s) for s in image.spacing])
+    itk_image.SetOrigin([float(o) for o in image.origin])
+    itk_image.SetDirection([float(d) for d in image.direction])
+    return itk_image
+
+
+def read_sitk_channels(path: Path) -> list[Image]:
+    """Read a file with SimpleITK; a multi-component file (RGB PNG, vector NRRD) gives one image per component."""
+    try:
+        itk_image = sitk.ReadImage(str(path))
+    except RuntimeError as err:
+        raise ImageReadError(f"{path}: cannot read image: {_reason(err)}") from err
+    return from_sitk(itk_image, source=str(path))
+
+
+def read_sitk(path: Path) -> Image:
+    """Read a single-channel file with SimpleITK.
+
+    Multi-component files (RGB or RGBA PNG/TIFF, vector NRRD) are refused rather than silently reduced to one
+    channel: read them with ``read_image_channels``.
+    """
+    channels = read_sitk_channels(path)
+    if len(channels) != 1:
+        raise ImageReadError(
+            f"{path}: cannot read image: it has {len(channels)} components per pixel (RGB?); "
+            "read it with read_image_channels"
+        )
+    return channels[0]
+
+
+def write_sitk(image: Image, path: Path, extension: str) -> None:
+    """Write with SimpleITK; PNG and TIFF keep spacing only, so other geometry is refused rather than lost."""
+    if extension in PLANAR_EXTENSIONS:
+        _check_planar_geometry(image, path)
+    try:
+        sitk.WriteImage(to_sitk(image), str(path), useCompression=extension in _COMPRESSED)
+    except RuntimeError as err:
+        raise ValueError(f"{path}: cannot write a {image.ndim}-D {image.array.dtype} image: {_reason(err)}") from err
+
+
+def _check_planar_geometry(image: Image, path: Path) -> None:
+    if not np.allclose(image.origin, 0.0) or not np.allclose(image.direction, np.eye(image.ndim).ravel()):
+        raise ValueError(
+            f"{path}: PNG/TIFF cannot store origin {image.origin} or direction {image.direction}; "
+            "write this image as NIfTI, NRRD or MHA"
+        )
+
+
+def _reason(err: RuntimeError) -> str:
+    """SimpleITK errors carry the C++ source location first; keep the lines that say what went wrong."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return " ".join(line for line in lines if not line.startswith("Exception thrown in SimpleITK")) or str(err)

@@ -1,0 +1,111 @@
+"""DICOM series written here with SimpleITK: order, geometry, several series, missing and duplicate slices."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from mambaseg.io import Image, ImageReadError, list_dicom_series, read_dicom_series, read_image
+from tests.io.cases import DIRECTIONS_3D, make_image, write_dicom_series
+from tests.io.test_nifti import assert_same
+
+UID_A = "1.2.826.0.1.3680043.8.498.101"
+UID_B = "1.2.826.0.1.3680043.8.498.202"
+RIGHT_HANDED = ["identity", "flipped_twice", "permuted", "oblique"]
+
+
+@pytest.mark.parametrize("name", RIGHT_HANDED)
+def test_shuffled_files_read_in_slice_order(tmp_path, name):
+    image = make_image(DIRECTIONS_3D[name])
+    files = write_dicom_series(image, tmp_path, UID_A)
+    assert sorted(files) != files  # the names do not follow the slices
+    back = read_image(tmp_path)
+    assert_same(back, image, tol=1e-6)
+    assert back.metadata["SeriesInstanceUID"] == UID_A
+    assert back.metadata["Modality"] == "MR"
+    assert back.metadata["StudyInstanceUID"] == "1.2.826.0.1.3680043.8.498.1"
+    assert back.source == str(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["flipped", "oblique_reflected"])
+def test_left_handed_volume_comes_back_right_handed_in_place(tmp_path, name):
+    image = make_image(DIRECTIONS_3D[name])
+    write_dicom_series(image, tmp_path, UID_A)
+    back = read_dicom_series(tmp_path)
+    np.testing.assert_array_equal(back.array, image.array[::-1])
+    corners = np.array([[0, 0, 0], [4, 6, 5], [4, 0, 5]])
+    flipped_corners = corners * [-1, 1, 1] + [4, 0, 0]
+    np.testing.assert_allclose(back.physical_points(flipped_corners), image.physical_points(corners), atol=1e-6)
+    direction = np.asarray(back.direction).reshape(3, 3)
+    assert np.linalg.det(direction) == pytest.approx(1.0)
+
+
+def test_two_series_in_one_folder(tmp_path):
+    first = make_image(DIRECTIONS_3D["identity"], seed=1)
+    second = make_image(DIRECTIONS_3D["oblique"], seed=2)
+    write_dicom_series(first, tmp_path, UID_A, prefix="a")
+    write_dicom_series(second, tmp_path, UID_B, shuffle_seed=3, prefix="b")
+    listed = sorted(list_dicom_series(tmp_path))
+    assert [(s.uid, s.n_files) for s in listed] == [(UID_A, 5), (UID_B, 5)]
+    assert listed[0].description == "synthetic .101"
+    with pytest.raises(ValueError, match="2 DICOM series") as info:
+        read_image(tmp_path)
+    assert UID_A in str(info.value) and UID_B in str(info.value) and "series_uid" in str(info.value)
+    assert_same(read_dicom_series(tmp_path, series_uid=UID_B), second, tol=1e-6)
+    assert_same(read_dicom_series(tmp_path, series_uid=UID_A), first, tol=1e-6)
+    with pytest.raises(ValueError, match="1.2.3"):
+        read_dicom_series(tmp_path, series_uid="1.2.3")
+
+
+def test_missing_middle_slice(tmp_path):
+    image = make_image(DIRECTIONS_3D["oblique"])
+    files = write_dicom_series(image, tmp_path, UID_A)
+    files[2].unlink()
+    with pytest.raises(ImageReadError, match="slice missing") as info:
+        read_dicom_series(tmp_path)
+    message = str(info.value)
+    assert str(tmp_path) in message and "5.000 mm" in message and files[1].name in message
+
+
+def test_duplicate_position(tmp_path):
+    image = make_image(DIRECTIONS_3D["identity"])
+    write_dicom_series(image, tmp_path, UID_A)
+    shifted = Image(
+        image.array, image.spacing, (image.origin[0], image.origin[1], image.origin[2] + 2.5), image.direction
+    )
+    write_dicom_series(shifted, tmp_path, UID_A, prefix="echo2_")
+    with pytest.raises(ImageReadError, match="share the slice position"):
+        read_dicom_series(tmp_path)
+
+
+def test_irregular_spacing_warns(tmp_path, caplog):
+    image = make_image(DIRECTIONS_3D["identity"])
+    files = write_dicom_series(image, tmp_path, UID_A)
+    top = make_image(DIRECTIONS_3D["identity"])
+    top = Image(top.array, top.spacing, (top.origin[0], top.origin[1], top.origin[2] + 4 * 2.5 + 0.5), top.direction)
+    files[4].unlink()
+    write_dicom_series(Image(top.array[:1], top.spacing, top.origin, top.direction), tmp_path, UID_A, prefix="top")
+    with caplog.at_level(logging.WARNING, logger="mambaseg.io.dicom"):
+        read_dicom_series(tmp_path)
+    assert "slice spacing varies" in caplog.text
+
+
+def test_folder_without_dicom(tmp_path):
+    (tmp_path / "notes.txt").write_text("no images here")
+    write_dicom_series(make_image(DIRECTIONS_3D["identity"]), tmp_path / "series1", UID_A)
+    assert list_dicom_series(tmp_path) == []
+    with pytest.raises(ImageReadError, match=r"no DICOM files.*series1"):
+        read_image(tmp_path)
+    with pytest.raises(NotADirectoryError, match="notes.txt"):
+        read_dicom_series(tmp_path / "notes.txt")
+    with pytest.raises(FileNotFoundError, match="absent"):
+        list_dicom_series(tmp_path / "absent")
+
+
+def test_single_file_series(tmp_path):
+    image = make_image(DIRECTIONS_3D["oblique"])
+    single = Image(image.array[:1], image.spacing, image.origin, image.direction)
+    write_dicom_series(single, tmp_path, UID_A)
+    back = read_dicom_series(tmp_path)
+    np.testing.assert_array_equal(back.array, single.array)
+    np.testing.assert_allclose(back.origin, single.origin, atol=1e-6)

@@ -1,0 +1,65 @@
+"""The ``mambaseg`` command: a thin shell that parses arguments and calls the stages.
+
+Each command lives in its own module under ``mambaseg.cli`` with two functions::
+
+    add_arguments(parser: argparse.ArgumentParser) -> None
+    run(args: argparse.Namespace) -> int        # the exit status
+
+and is listed in ``COMMANDS`` (command name -> module name).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+WORKSPACE_ENV = "MAMBASEG_WORKSPACE"
+DEFAULT_WORKSPACE = "mambaseg_workspace"
+
+COMMANDS: dict[str, str] = {
+    "check": "cmd_check",
+    "convert": "cmd_convert",
+}
+
+
+def resolve_workspace(value: str | None) -> Path:
+    """``--workspace``, else ``$MAMBASEG_WORKSPACE``, else ``./mambaseg_workspace``; resolved once, here."""
+    return Path(value or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE).expanduser().resolve()
+
+
+def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--workspace",
+        help=f"folder for fingerprints, plans, preprocessed data and runs (default: ${WORKSPACE_ENV} or "
+        f"./{DEFAULT_WORKSPACE})",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mambaseg", description="Self-configuring segmentation with Mamba networks.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(f"mambaseg.cli.{module_name}")
+        sub = commands.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if hasattr(args, "workspace"):
+        args.workspace = resolve_workspace(args.workspace)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Cross-validation splits, stored as ``splits.json``: ``[{"train": [...], "val": [...]}, ...]``, one entry a fold.
+
+The splits are those of nnU-Net: the case names sorted, their indices shuffled once with a seeded numpy
+``RandomState`` and cut into ``n_folds`` contiguous validation folds (the first ``n % n_folds`` one case
+longer), as scikit-learn's ``KFold(shuffle=True, random_state=seed)`` does. The same seed gives the same
+splits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SEED = 12345
+Split = dict[str, list[str]]
+
+
+class SplitsError(ValueError):
+    """A ``splits.json`` that cannot be used with the dataset's cases."""
+
+
+def make_splits(case_names: Iterable[str], n_folds: int = 5, seed: int = DEFAULT_SEED) -> list[Split]:
+    """``n_folds`` folds in which every case is in exactly one validation set.
+
+    Args:
+        case_names: The training cases; their order does not matter.
+        n_folds: Number of folds, at least 2 and at most the number of cases.
+        seed: Seed of the shuffle.
+    """
+    names = sorted(case_names)
+    if len(set(names)) != len(names):
+        raise ValueError(f"case names must be unique, got duplicates in {names}")
+    if not 2 <= n_folds <= len(names):
+        raise ValueError(f"n_folds must be between 2 and the number of cases ({len(names)}), got {n_folds}")
+    order = np.arange(len(names))
+    np.random.RandomState(seed).shuffle(order)
+    sizes = np.full(n_folds, len(names) // n_folds)
+    sizes[: len(names) % n_folds] += 1
+    splits = []
+    start = 0
+    for size in sizes:
+        in_val = np.zeros(len(names), dtype=bool)
+        in_val[order[start : start + size]] = True
+        start += size
+        splits.append(
+            {
+                "train": [name for name, val in zip(names, in_val, strict=True) if not val],
+                "val": [name for name, val in zip(names, in_val, strict=True) if val],
+            }
+        )
+    return splits
+
+
+def load_or_create_splits(
+    path: str | Path, case_names: Iterable[str], n_folds: int = 5, seed: int = DEFAULT_SEED
+) -> list[Split]:
+    """The splits in ``path`` if it exists (a user's own splits are honoured), else new ones written there.
+
+    Raises:
+        SplitsError: ``path`` is not a list of ``{"train": [...], "val": [...]}`` or names an unknown case.
+    """
+    path = Path(path)
+    names = list(case_names)
+    if path.exists():
+        splits = read_splits(path, names)
+        logger.info("using the %d folds of %s", len(splits), path)
+        return splits
+    splits = make_splits(names, n_folds, seed)
+    _write_json_atomically(path, splits)
+    logger.info("wrote %d folds (seed %d) to %s", n_folds, seed, path)
+    return splits
+
+
+def read_splits(path: Path, case_names: Iterable[str]) -> list[Split]:
+    """Reads and validates ``path`` against the known case names."""
+    try:
+        content: Any = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise SplitsError(f"{path}: cannot be read as JSON: {error}") from error
+    if not isinstance(content, list) or not content:
+        raise SplitsError(f"{path}: expected a non-empty list of {{'train': [...], 'val': [...]}}, one per fold")
+    known = set(case_names)
+    splits = []
+    for fold, entry in enumerate(content):
+        if not isinstance(entry, dict) or set(entry) != {"train", "val"}:
+            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            raise SplitsError(f"{path}: fold {fold} must have exactly the keys 'train' and 'val', got {keys}")
+        for part in ("train", "val"):
+            names = entry[part]
+            if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+                raise SplitsError(f"{path}: fold {fold} '{part}' must be a list of case names")
+            unknown = sorted(set(names) - known)
+            if unknown:
+                raise SplitsError(f"{path}: fold {fold} '{part}' names unknown cases {unknown[:5]}")
+        if not entry["val"]:
+            raise SplitsError(f"{path}: fold {fold} has no validation cases")
+        both = sorted(set(entry["train"]) & set(entry["val"]))
+        if both:
+            raise SplitsError(f"{path}: fold {fold} has cases in both 'train' and 'val': {both[:5]}")
+        splits.append({"train": list(entry["train"]), "val": list(entry["val"])})
+    return splits
+
+
+def _write_json_atomically(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            json.dump(content, file, indent=2)
+            file.write("\n")
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

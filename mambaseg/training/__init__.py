@@ -1,0 +1,1 @@
+"""Training: patch sampling, augmentation, losses, the trainer loop, checkpoints, distributed setup, logs and plots."""

@@ -1,0 +1,291 @@
+"""Training checkpoints: weights, optimiser, schedule, grad scaler, RNG states, plans, config and version.
+
+A checkpoint holds only what ``torch.load(weights_only=True)`` accepts (tensors and plain containers), so loading
+one never runs code. It is written atomically: a temp file in the same folder, fsync, then ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import random
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+import mambaseg
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "mambaseg-checkpoint"
+REQUIRED_KEYS = (
+    "format",
+    "version",
+    "epoch",
+    "model",
+    "optimizer",
+    "scheduler",
+    "grad_scaler",
+    "rng",
+    "plans",
+    "config",
+    "extra",
+)
+_PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.dtype, torch.device)
+
+
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as a mambaseg checkpoint."""
+
+    def __init__(self, path: str | os.PathLike, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+
+@dataclass
+class Checkpoint:
+    """The contents of a loaded checkpoint; ``epoch`` is the number of finished epochs (where to resume)."""
+
+    path: Path
+    version: str
+    epoch: int
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any] | None
+    scheduler: dict[str, Any] | None
+    grad_scaler: dict[str, Any] | None
+    rng: dict[str, Any]
+    plans: dict[str, Any] | None
+    config: dict[str, Any] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The bare network inside DistributedDataParallel / DataParallel and ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def _check_plain(value: Any, where: str) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str | int):
+                raise TypeError(f"checkpoint entry {where}: key {key!r} is not a str or int")
+            _check_plain(item, f"{where}.{key}")
+    elif isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+    elif not isinstance(value, _PLAIN):
+        raise TypeError(
+            f"checkpoint entry {where} is a {type(value).__name__}; only tensors, numbers, strings, bools, None, "
+            "lists and dicts can be loaded with weights_only=True"
+        )
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of Python's, NumPy's legacy global, torch's CPU and (when present) CUDA generators."""
+    version, internal, gauss_next = random.getstate()
+    kind, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": [version, list(internal), gauss_next],
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _config_dict(config: Mapping[str, Any] | DictConfig | None) -> dict[str, Any] | None:
+    if config is None:
+        return None
+    return OmegaConf.to_container(config, resolve=True) if isinstance(config, DictConfig) else dict(config)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
+    epoch: int,
+    plans: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | DictConfig | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a checkpoint atomically; a crash while writing leaves any previous file at ``path`` intact.
+
+    Args:
+        path: the checkpoint file.
+        model: the network, possibly wrapped in DDP or ``torch.compile``.
+        optimizer: its optimiser.
+        scheduler: its learning-rate schedule.
+        grad_scaler: the AMP grad scaler.
+        epoch: the number of finished epochs.
+        plans: the plans (``plans.json`` contents).
+        config: the resolved run config.
+        extra: other plain state, e.g. the run log's ``state_dict()``.
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    payload = {
+        "format": FORMAT,
+        "version": mambaseg.__version__,
+        "epoch": int(epoch),
+        "model": unwrap_model(model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "grad_scaler": grad_scaler.state_dict() if grad_scaler is not None else None,
+        "rng": rng_state(),
+        "plans": dict(plans) if plans is not None else None,
+        "config": _config_dict(config),
+        "extra": dict(extra or {}),
+    }
+    _check_plain(payload, "checkpoint")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        logger.debug("cannot fsync folder %s", folder)
+    finally:
+        os.close(fd)
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0] if lines else ''}"
+
+
+def _major(version: str) -> str:
+    return str(version).split(".", 1)[0]
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint with ``torch.load(weights_only=True)``.
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or truncated, not a mambaseg checkpoint, holds pickled
+            objects that could run code, misses entries, or comes from another major version.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights_only" in str(err) or "Weights only" in str(err):
+            raise CheckpointError(
+                path, "refused: it holds pickled Python objects that could run code when loaded (weights_only=True)"
+            ) from err
+        raise CheckpointError(path, f"not a readable checkpoint: {_first_line(err)}") from err
+    except Exception as err:  # torch.load fails on arbitrary bytes in many ways (KeyError, RuntimeError, EOFError)
+        raise CheckpointError(
+            path, f"not a readable checkpoint (truncated or another file type): {_first_line(err)}"
+        ) from err
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(path, "not a mambaseg checkpoint (no 'format' marker)")
+    missing = [key for key in REQUIRED_KEYS if key not in data]
+    if missing:
+        raise CheckpointError(path, f"incompatible checkpoint: missing entries {missing}")
+    if _major(data["version"]) != _major(mambaseg.__version__):
+        raise CheckpointError(
+            path,
+            f"incompatible checkpoint: written by mambaseg {data['version']}, this is {mambaseg.__version__} "
+            "(major versions differ)",
+        )
+    return Checkpoint(path=path, **{key: data[key] for key in REQUIRED_KEYS if key != "format"})
+
+
+def restore_training_state(
+    checkpoint: Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    grad_scaler: torch.amp.GradScaler | None = None,
+) -> int:
+    """Load weights and the optimiser, schedule and grad-scaler states into freshly built objects.
+
+    Returns:
+        The epoch to resume at.
+    """
+    unwrap_model(model).load_state_dict(checkpoint.model)
+    for name, target, state in (
+        ("optimizer", optimizer, checkpoint.optimizer),
+        ("scheduler", scheduler, checkpoint.scheduler),
+    ):
+        if target is None:
+            continue
+        if state is None:
+            raise CheckpointError(checkpoint.path, f"holds no {name} state to resume from")
+        target.load_state_dict(state)
+    if grad_scaler is not None:
+        if checkpoint.grad_scaler:
+            grad_scaler.load_state_dict(checkpoint.grad_scaler)
+        elif grad_scaler.is_enabled():
+            logger.warning(
+                "%s: saved without an active grad scaler; mixed precision restarts its scale", checkpoint.path
+            )
+    return checkpoint.epoch
+
+
+def restore_rng_state(checkpoint: Checkpoint) -> None:
+    """Set Python's, NumPy's, torch's and CUDA's generators to their saved states."""
+    rng = checkpoint.rng
+    version, internal, gauss_next = rng["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    saved = rng["numpy"]
+    keys = np.asarray(saved["keys"].cpu().numpy(), dtype=np.uint32)
+    np.random.set_state((saved["kind"], keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"]))
+    torch.set_rng_state(rng["torch"].cpu())
+    if "cuda" in rng and torch.cuda.is_available():
+        states = rng["cuda"]
+        if len(states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in states])
+        else:
+            logger.warning(
+                "%s: saved %d CUDA generator states, %d devices now; CUDA generators not restored",
+                checkpoint.path,
+                len(states),
+                torch.cuda.device_count(),
+            )

@@ -1,0 +1,128 @@
+"""The run log: metrics.csv, resume without duplicate epochs, progress.png, training.log, progress display."""
+
+import csv
+import io
+import logging
+import math
+
+import pytest
+import torch
+from matplotlib.image import imread
+from rich.console import Console
+
+from mambaseg.training.checkpoint import load_checkpoint, save_checkpoint
+from mambaseg.training.run_log import RunLog, epoch_progress
+
+
+def _log(run_log: RunLog, epoch: int, dice: tuple[float, float] = (0.5, 0.7), loss: float = 1.0) -> dict:
+    return run_log.log_epoch(
+        epoch,
+        train_loss=loss - epoch * 0.1,
+        val_loss=loss - epoch * 0.05,
+        dice_per_class=dice,
+        lr=0.01 * (1 - epoch / 10) ** 0.9,
+        epoch_time=10.0 + epoch,
+    )
+
+
+def _rows(path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_csv_and_ema(tmp_path):
+    with RunLog(tmp_path, plot=False) as run_log:
+        first = _log(run_log, 0, dice=(0.5, 0.7))
+        second = _log(run_log, 1, dice=(0.7, 0.9))
+        third = _log(run_log, 2, dice=(0.1, math.nan))
+    assert first["mean_dice"] == pytest.approx(0.6) and first["ema_dice"] == pytest.approx(0.6)
+    assert second["ema_dice"] == pytest.approx(0.9 * 0.6 + 0.1 * 0.8)
+    assert third["mean_dice"] == pytest.approx(0.1)
+    assert first["is_best"] and second["is_best"] and not third["is_best"]
+    rows = _rows(tmp_path / "metrics.csv")
+    assert list(rows[0]) == [
+        "epoch",
+        "train_loss",
+        "val_loss",
+        "dice_1",
+        "dice_2",
+        "mean_dice",
+        "ema_dice",
+        "lr",
+        "epoch_time",
+    ]
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2]
+    assert float(rows[1]["ema_dice"]) == pytest.approx(0.62)
+    assert float(rows[2]["dice_1"]) == pytest.approx(0.1) and rows[2]["dice_2"] == "nan"
+    assert float(rows[2]["epoch_time"]) == 12.0
+    assert (tmp_path / "metrics.csv").read_text().count("epoch,") == 1
+
+
+def test_resume_from_checkpoint_does_not_duplicate_epochs(tmp_path):
+    run_log = RunLog(tmp_path, plot=False)
+    for epoch in range(2):
+        _log(run_log, epoch)
+    model = torch.nn.Linear(2, 2)
+    path = save_checkpoint(
+        tmp_path / "checkpoint_latest.pth", model=model, epoch=2, extra={"run_log": run_log.state_dict()}
+    )
+    for epoch in range(2, 4):
+        _log(run_log, epoch)
+    run_log.close()
+
+    resumed = RunLog(tmp_path, plot=False)
+    checkpoint = load_checkpoint(path)
+    resumed.load_state_dict(checkpoint.extra["run_log"])
+    for epoch in range(checkpoint.epoch, 5):
+        _log(resumed, epoch, loss=2.0)
+    resumed.close()
+    rows = _rows(tmp_path / "metrics.csv")
+    assert [int(r["epoch"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert float(rows[1]["train_loss"]) == pytest.approx(0.9)
+    assert float(rows[2]["train_loss"]) == pytest.approx(1.8)
+    assert resumed.state_dict()["records"][-1]["epoch"] == 4
+
+
+def test_epochs_must_follow_each_other(tmp_path):
+    with RunLog(tmp_path, plot=False) as run_log:
+        _log(run_log, 0)
+        with pytest.raises(ValueError, match="epoch 2 logged, but the history ends at epoch 0"):
+            _log(run_log, 2)
+        with pytest.raises(ValueError, match="3 Dice values"):
+            _log(run_log, 1, dice=(0.1, 0.2, 0.3))
+        _log(run_log, 1)
+    assert [int(r["epoch"]) for r in _rows(tmp_path / "metrics.csv")] == [0, 1]
+
+
+def test_progress_png_and_training_log(tmp_path):
+    with RunLog(tmp_path) as run_log:
+        _log(run_log, 0)
+        _log(run_log, 1)
+        logging.getLogger("mambaseg.training.trainer").info("a message from the trainer")
+    png = tmp_path / "progress.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert imread(png).shape[:2] == (1500, 1000)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "progress.png", "training.log"]
+    text = (tmp_path / "training.log").read_text()
+    assert "epoch 1: train loss 0.9000" in text and "a message from the trainer" in text
+    assert not logging.getLogger("mambaseg").handlers
+
+
+def test_epoch_progress_is_silent_off_terminal_or_off_rank0():
+    buffer = io.StringIO()
+    for console, enabled in ((Console(file=buffer), True), (Console(file=buffer, force_terminal=True), False)):
+        with epoch_progress(3, "epoch 0", enabled=enabled, console=console) as bar:
+            for loss in (1.0, 2.0, 3.0):
+                bar.advance(loss)
+        assert bar.mean_loss == 2.0
+    assert buffer.getvalue() == ""
+
+
+def test_epoch_progress_on_terminal_shows_bar():
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=True, width=100)
+    with epoch_progress(2, "epoch 7", console=console) as bar:
+        bar.advance(0.5)
+        bar.advance()
+    assert "epoch 7" in buffer.getvalue()
+    assert bar.mean_loss == 0.5

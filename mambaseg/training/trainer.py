@@ -1,0 +1,250 @@
+"""The training loop. Loss, batches, optimisation, logging and checkpointing are parts handed to it.
+
+Dimension letters: b batch, c channels, k classes (or regions), *patch the patch axes.
+
+Each epoch runs ``iterations_per_epoch`` training steps and ``val_iterations`` validation steps,
+steps the learning-rate schedule once, and logs the losses and the pseudo Dice per class (true and
+false positives and negatives summed over the epoch's validation patches, as nnU-Net does). The
+checkpoint writer keeps ``checkpoint_best.pt`` (best moving average of the pseudo Dice),
+``checkpoint_latest.pt`` (every few epochs) and ``checkpoint_final.pt``. Under DDP the counts and
+losses are summed over processes and only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from mambaseg.training.checkpoint import save_checkpoint
+from mambaseg.training.run_log import RunLog, epoch_progress
+
+Batch = Mapping[str, torch.Tensor]  # {"image": (b, c, *patch) float, "label": (b, 1, *patch) int}
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    num_epochs: int
+    iterations_per_epoch: int
+    val_iterations: int
+    grad_clip: float | None = 12.0
+    checkpoint_every: int = 50
+    amp: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any]) -> LoopSettings:
+        return cls(
+            num_epochs=int(cfg["num_epochs"]),
+            iterations_per_epoch=int(cfg["iterations_per_epoch"]),
+            val_iterations=int(cfg["val_iterations"]),
+            grad_clip=None if cfg.get("grad_clip") is None else float(cfg["grad_clip"]),
+            checkpoint_every=int(cfg.get("checkpoint_every", 50)),
+            amp=bool(cfg.get("amp", True)),
+        )
+
+
+def pseudo_dice_counts(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    regions: Sequence[Sequence[int]] | None = None,
+    ignore_label: int | None = None,
+) -> torch.Tensor:
+    """True positives, false positives and false negatives per foreground class (or region), (3, k').
+
+    Args:
+        logits: (b, k, *patch); softmax classes (background first) or one sigmoid channel per region.
+        target: label map (b, 1, *patch).
+        regions: the classes of each region for region-based training, else None.
+        ignore_label: voxels with this label count nowhere.
+    """
+    label = target[:, 0].long()  # (b, *patch)
+    valid = torch.ones_like(label, dtype=torch.bool) if ignore_label is None else label != ignore_label
+    if regions is None:
+        predicted = logits.argmax(1)  # (b, *patch)
+        classes = range(1, logits.shape[1])
+        pred = torch.stack([predicted == c for c in classes], 1)  # (b, k - 1, *patch)
+        true = torch.stack([label == c for c in classes], 1)
+    else:
+        pred = logits > 0  # sigmoid > 0.5
+        true = torch.stack([torch.isin(label, torch.tensor(list(r), device=label.device)) for r in regions], 1)
+    valid = valid[:, None]
+    dims = [0, *range(2, pred.dim())]
+    tp = (pred & true & valid).sum(dims)
+    fp = (pred & ~true & valid).sum(dims)
+    fn = (~pred & true & valid).sum(dims)
+    return torch.stack([tp, fp, fn]).double()
+
+
+def dice_from_counts(counts: torch.Tensor) -> list[float]:
+    """Dice per class from (3, k') counts; NaN for a class absent from prediction and target."""
+    tp, fp, fn = counts
+    denominator = 2 * tp + fp + fn
+    dice = torch.where(denominator > 0, 2 * tp / denominator.clamp(min=1), torch.full_like(tp, float("nan")))
+    return dice.tolist()
+
+
+class CheckpointWriter:
+    """Writes the run's checkpoints (main process only), with the run log's state in ``extra``."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        grad_scaler: torch.amp.GradScaler,
+        run_log: RunLog | None,
+        plans: Mapping[str, Any],
+        config: Mapping[str, Any],
+    ) -> None:
+        self.run_dir = run_dir
+        self.parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "grad_scaler": grad_scaler}
+        self.run_log = run_log
+        self.plans = plans
+        self.config = config
+
+    def save(self, name: str, epoch: int) -> Path:
+        extra = {"run_log": self.run_log.state_dict()} if self.run_log is not None else {}
+        return save_checkpoint(
+            self.run_dir / name, epoch=epoch, plans=self.plans, config=self.config, extra=extra, **self.parts
+        )
+
+
+def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+class Trainer:
+    """Runs epochs of training and validation.
+
+    Args:
+        model: the network (possibly DDP-wrapped), on ``device``.
+        loss: maps (network output, label map (b, 1, *patch)) to a scalar; handles deep supervision itself.
+        optimizer: the optimiser.
+        scheduler: stepped once per epoch.
+        train_batches: epoch -> iterator over that epoch's training batches (deterministic per epoch, so
+            resuming repeats nothing and skips nothing).
+        val_batches: epoch -> iterator over that epoch's validation batches.
+        settings: epochs, iterations, gradient clipping, checkpoint interval, AMP.
+        device: where the steps run.
+        run_log: the main process's log (None elsewhere).
+        checkpoints: the main process's checkpoint writer (None elsewhere).
+        regions: region-based training's classes per region, else None (softmax).
+        ignore_label: label value excluded from the pseudo Dice.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        train_batches: Callable[[int], Iterator[Batch]],
+        val_batches: Callable[[int], Iterator[Batch]],
+        settings: LoopSettings,
+        device: torch.device,
+        grad_scaler: torch.amp.GradScaler,
+        run_log: RunLog | None = None,
+        checkpoints: CheckpointWriter | None = None,
+        regions: Sequence[Sequence[int]] | None = None,
+        ignore_label: int | None = None,
+    ) -> None:
+        self.model = model
+        self.loss = loss
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.train_batches = train_batches
+        self.val_batches = val_batches
+        self.settings = settings
+        self.device = device
+        self.grad_scaler = grad_scaler
+        self.run_log = run_log
+        self.checkpoints = checkpoints
+        self.regions = regions
+        self.ignore_label = ignore_label
+        self.use_amp = settings.amp and device.type == "cuda"
+
+    def _to_device(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        return batch["image"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
+
+    def train_step(self, batch: Batch) -> float:
+        image, label = self._to_device(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            loss = self.loss(self.model(image), label)
+        self.grad_scaler.scale(loss).backward()
+        if self.settings.grad_clip is not None:
+            self.grad_scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+        return loss.item()
+
+    @torch.no_grad()
+    def validation_step(self, batch: Batch) -> tuple[float, torch.Tensor]:
+        image, label = self._to_device(batch)
+        with torch.autocast(self.device.type, enabled=self.use_amp):
+            output = self.model(image)
+            loss = self.loss(output, label)
+        logits = output[0] if isinstance(output, list | tuple) else output
+        return loss.item(), pseudo_dice_counts(logits.float(), label, self.regions, self.ignore_label)
+
+    def train_epoch(self, epoch: int) -> float:
+        self.model.train()
+        total = 0.0
+        with epoch_progress(self.settings.iterations_per_epoch, f"epoch {epoch}", self.run_log is not None) as bar:
+            for _, batch in zip(range(self.settings.iterations_per_epoch), self.train_batches(epoch), strict=False):
+                loss = self.train_step(batch)
+                total += loss
+                bar.advance(loss)
+        mean = torch.tensor([total / self.settings.iterations_per_epoch], device=self.device)
+        return _all_reduce_sum(mean).item() / _world()
+
+    def validate_epoch(self, epoch: int) -> tuple[float, list[float]]:
+        self.model.eval()
+        total, counts = 0.0, None
+        for _, batch in zip(range(self.settings.val_iterations), self.val_batches(epoch), strict=False):
+            loss, batch_counts = self.validation_step(batch)
+            total += loss
+            counts = batch_counts if counts is None else counts + batch_counts
+        mean = torch.tensor([total / max(self.settings.val_iterations, 1)], device=self.device)
+        val_loss = _all_reduce_sum(mean).item() / _world()
+        counts = _all_reduce_sum(counts.to(self.device)).cpu()
+        return val_loss, dice_from_counts(counts)
+
+    def fit(self, start_epoch: int = 0) -> None:
+        """Train from ``start_epoch`` (0, or the epoch a checkpoint says) to the last epoch."""
+        for epoch in range(start_epoch, self.settings.num_epochs):
+            started = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train_loss = self.train_epoch(epoch)
+            val_loss, dice = self.validate_epoch(epoch)
+            self.scheduler.step()
+            if self.run_log is None or self.checkpoints is None:
+                continue
+            record = self.run_log.log_epoch(
+                epoch,
+                train_loss=train_loss,
+                val_loss=val_loss,
+                dice_per_class=dice,
+                lr=lr,
+                epoch_time=time.perf_counter() - started,
+            )
+            if record["is_best"]:
+                self.checkpoints.save("checkpoint_best.pt", epoch + 1)
+            if (epoch + 1) % self.settings.checkpoint_every == 0:
+                self.checkpoints.save("checkpoint_latest.pt", epoch + 1)
+        if self.checkpoints is not None:
+            self.checkpoints.save("checkpoint_final.pt", self.settings.num_epochs)
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1

@@ -24,6 +24,10 @@ DEFAULT_WORKSPACE = "mambaseg_workspace"
 COMMANDS: dict[str, str] = {
     "check": "cmd_check",
     "convert": "cmd_convert",
+    "fingerprint": "cmd_fingerprint",
+    "plan": "cmd_plan",
+    "preprocess": "cmd_preprocess",
+    "train": "cmd_train",
 }
 
 
@@ -54,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # key=value overrides may follow options; anything else is an error
+        unknown = [a for a in extra if a.startswith("-") or "=" not in a]
+        if unknown or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
+        args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if hasattr(args, "workspace"):
         args.workspace = resolve_workspace(args.workspace)

@@ -1,0 +1,253 @@
+"""The dataset fingerprint: spacings, shapes and foreground intensities, what the planner decides from.
+
+Per case, as nnU-Net's fingerprint extractor: the images are cropped to the bounding box of the
+voxels that are nonzero in any channel; the spacing (array order), the shape before and after the
+crop and their voxel ratio are recorded, and foreground intensities (voxels where the label is
+above 0) are sampled per channel: all of them when there are at most ``samples_per_case``, else
+that many drawn without replacement with a seed fixed per case. Over the dataset, the samples of
+each channel give the mean, median, standard deviation, min, max and the 0.5 and 99.5 percentiles.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_FILE = "fingerprint.json"
+FINGERPRINT_VERSION = 1
+SAMPLES_PER_CASE = 10_000
+
+
+@dataclass
+class CaseFingerprint:
+    """What one training case contributes."""
+
+    name: str
+    spacing: list[float]
+    shape_before_crop: list[int]
+    shape_after_crop: list[int]
+
+    @property
+    def relative_size_after_crop(self) -> float:
+        return float(np.prod(self.shape_after_crop) / np.prod(self.shape_before_crop))
+
+
+@dataclass
+class IntensityStats:
+    """Foreground intensity statistics of one channel."""
+
+    mean: float
+    median: float
+    std: float
+    min: float
+    max: float
+    percentile_00_5: float
+    percentile_99_5: float
+
+
+@dataclass
+class Fingerprint:
+    """A dataset's fingerprint; ``save``/``load`` write and read ``fingerprint.json``."""
+
+    dataset_name: str
+    channel_names: dict[str, str]
+    labels: dict[str, int]
+    cases: list[CaseFingerprint]
+    intensities: dict[str, IntensityStats]
+    version: int = FINGERPRINT_VERSION
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def spacings(self) -> np.ndarray:
+        """(n_cases, n_axes) spacings in array order."""
+        return np.array([c.spacing for c in self.cases], dtype=np.float64)
+
+    @property
+    def shapes_after_crop(self) -> np.ndarray:
+        return np.array([c.shape_after_crop for c in self.cases], dtype=np.float64)
+
+    @property
+    def median_relative_size_after_crop(self) -> float:
+        return float(np.median([c.relative_size_after_crop for c in self.cases]))
+
+    @property
+    def num_classes(self) -> int:
+        """Output channels of a network: the number of distinct label values, background included."""
+        return len(set(self.labels.values()))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "dataset_name": self.dataset_name,
+            "channel_names": self.channel_names,
+            "labels": self.labels,
+            "num_cases": len(self.cases),
+            "median_spacing": np.median(self.spacings, 0).tolist(),
+            "median_shape_after_crop": np.median(self.shapes_after_crop, 0).tolist(),
+            "median_relative_size_after_crop": self.median_relative_size_after_crop,
+            "foreground_intensities": {c: asdict(s) for c, s in self.intensities.items()},
+            "cases": [{**asdict(c), "relative_size_after_crop": c.relative_size_after_crop} for c in self.cases],
+            "notes": self.notes,
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Fingerprint:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: cannot read the fingerprint: {err}") from err
+        if data.get("version") != FINGERPRINT_VERSION:
+            raise ValueError(
+                f"{path}: fingerprint version {data.get('version')!r} is not the supported {FINGERPRINT_VERSION}; "
+                "run `mambaseg fingerprint` again"
+            )
+        cases = [
+            CaseFingerprint(c["name"], c["spacing"], c["shape_before_crop"], c["shape_after_crop"])
+            for c in data["cases"]
+        ]
+        intensities = {c: IntensityStats(**s) for c, s in data["foreground_intensities"].items()}
+        return cls(
+            data["dataset_name"],
+            data["channel_names"],
+            {k: int(v) for k, v in data["labels"].items()},
+            cases,
+            intensities,
+            notes=data.get("notes", {}),
+        )
+
+
+def nonzero_bbox(channels: Sequence[np.ndarray]) -> tuple[slice, ...]:
+    """Bounding box of the voxels nonzero in any channel (the whole array when all are zero)."""
+    mask = np.zeros(channels[0].shape, dtype=bool)
+    for channel in channels:
+        mask |= channel != 0
+    if not mask.any():
+        return tuple(slice(0, s) for s in mask.shape)
+    box = []
+    for axis in range(mask.ndim):
+        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def analyze_case(
+    name: str,
+    channels: Sequence[np.ndarray],
+    label: np.ndarray,
+    spacing: Sequence[float],
+    samples_per_case: int = SAMPLES_PER_CASE,
+) -> tuple[CaseFingerprint, list[np.ndarray]]:
+    """One case's fingerprint and its sampled foreground intensities per channel.
+
+    Args:
+        name: the case name (it seeds the sampling).
+        channels: one array per channel, all of one shape.
+        label: the label map, of the same shape.
+        spacing: voxel spacing in array order.
+        samples_per_case: the most foreground voxels sampled per channel.
+    """
+    box = nonzero_bbox(channels)
+    foreground = label[box] > 0
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    n_fg = int(foreground.sum())
+    pick = rng.choice(n_fg, samples_per_case, replace=False) if n_fg > samples_per_case else slice(None)
+    samples = [np.asarray(channel[box][foreground], dtype=np.float64)[pick] for channel in channels]
+    case = CaseFingerprint(
+        name=name,
+        spacing=[float(s) for s in spacing],
+        shape_before_crop=[int(s) for s in channels[0].shape],
+        shape_after_crop=[sl.stop - sl.start for sl in box],
+    )
+    return case, samples
+
+
+def intensity_stats(samples: np.ndarray) -> IntensityStats:
+    """Statistics of one channel's pooled foreground samples (NaN when there are none)."""
+    if samples.size == 0:
+        return IntensityStats(*([float("nan")] * 7))
+    low, median, high = np.percentile(samples, [0.5, 50.0, 99.5])
+    return IntensityStats(
+        mean=float(samples.mean()),
+        median=float(median),
+        std=float(samples.std()),
+        min=float(samples.min()),
+        max=float(samples.max()),
+        percentile_00_5=float(low),
+        percentile_99_5=float(high),
+    )
+
+
+def aggregate(
+    dataset_name: str,
+    channel_names: dict[str, str],
+    labels: dict[str, int],
+    results: Sequence[tuple[CaseFingerprint, list[np.ndarray]]],
+) -> Fingerprint:
+    """The dataset fingerprint from every case's ``analyze_case`` result."""
+    if not results:
+        raise ValueError(f"dataset {dataset_name!r} has no training cases to fingerprint")
+    intensities = {
+        str(c): intensity_stats(np.concatenate([samples[c] for _, samples in results]))
+        for c in range(len(channel_names))
+    }
+    return Fingerprint(dataset_name, dict(channel_names), dict(labels), [case for case, _ in results], intensities)
+
+
+def _analyze_dataset_case(case: Any, samples_per_case: int) -> tuple[CaseFingerprint, list[np.ndarray]]:
+    images = case.load_images()
+    label = case.load_label()
+    if label is None:
+        raise ValueError(f"case {case.name!r} has no label; the fingerprint needs labelled training cases")
+    return analyze_case(case.name, [i.array for i in images], label.array, images[0].array_spacing, samples_per_case)
+
+
+def extract_fingerprint(
+    dataset: Any,
+    workers: int | None = None,
+    samples_per_case: int = SAMPLES_PER_CASE,
+    progress: Callable[[int, int], None] | None = None,
+) -> Fingerprint:
+    """Fingerprint a ``mambaseg.data`` dataset, reading cases in ``workers`` processes.
+
+    Args:
+        dataset: a loaded dataset (``mambaseg.data.load_dataset``).
+        workers: processes (default: the CPU count, at most 8); 1 reads in this process.
+        samples_per_case: the most foreground voxels sampled per case and channel.
+        progress: called with (cases done, cases in all) after each case.
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
+    cases = list(dataset.cases)
+    results: list[tuple[CaseFingerprint, list[np.ndarray]]] = []
+    if workers == 1:
+        for case in cases:
+            results.append(_analyze_dataset_case(case, samples_per_case))
+            if progress:
+                progress(len(results), len(cases))
+    else:
+        with ProcessPoolExecutor(workers) as pool:
+            for result in pool.map(_analyze_dataset_case, cases, [samples_per_case] * len(cases)):
+                results.append(result)
+                if progress:
+                    progress(len(results), len(cases))
+    channel_names = {str(k): v for k, v in dataset.channel_names.items()}
+    labels = {str(k): int(v) if not isinstance(v, (list, tuple)) else int(max(v)) for k, v in dataset.labels.items()}
+    fingerprint = aggregate(dataset.name, channel_names, labels, results)
+    logger.info("fingerprinted %d cases of %s", len(results), dataset.name)
+    return fingerprint

@@ -1,0 +1,334 @@
+"""The experiment planner: target spacing, configurations, normalisation, network topology, patch and batch size.
+
+It follows nnU-Net's default (ResEnc) planner, with its memory estimate replaced by the byte model
+of ``mambaseg.planning.memory`` and the network taken from the registry:
+
+- target spacing: the median spacing; for anisotropic data (coarsest median spacing more than 3x
+  the next and, along that axis, fewer than a third of the voxels of the others) the coarse axis
+  gets the 10th percentile of its spacings instead, but never finer than the other axes.
+- axes are transposed so the coarsest one comes first; ``2d`` works on the other two.
+- ``2d`` is always planned; ``3d_fullres`` for 3-D data; ``3d_lowres`` when the ``3d_fullres``
+  patch covers less than a quarter of the median image: the spacing is coarsened in steps of 3%
+  (the coarse axes first until within 2x of the others) until the patch covers a quarter, and the
+  configuration is dropped when the median image did not shrink at least twofold.
+- patch: the initial patch has the aspect ratio of 1/spacing and the volume of 256^3 (2048^2 in
+  2D), clipped to the median shape and padded to the network's divisors; while batch size 2 does
+  not fit the budget, the axis largest relative to the median shape is cut by one divisor step.
+- batch: the most that fits the budget, capped so one batch covers at most 5% of the dataset's
+  voxels, and at least 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mambaseg.networks import create, list_networks
+from mambaseg.networks.umamba import umamba_blocks, umamba_decoder_convs
+from mambaseg.planning.fingerprint import Fingerprint
+from mambaseg.planning.memory import UNET_FAMILIES, MemoryEstimate, estimate_memory
+from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
+from mambaseg.planning.topology import pad_to_multiple, pooling_plan
+
+logger = logging.getLogger(__name__)
+
+ANISOTROPY_THRESHOLD = 3.0
+LOWRES_THRESHOLD = 0.25
+LOWRES_SPACING_STEP = 1.03
+MAX_DATASET_COVERED = 0.05
+MIN_BATCH_SIZE = 2
+BASE_FEATURES = 32
+MAX_FEATURES = {2: 512, 3: 320}
+RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
+DEFAULT_NETWORK = {"2d": "umamba_bot", "3d_fullres": "umamba_bot", "3d_lowres": "umamba_bot"}
+GIB = 2**30
+
+
+class PlanningError(ValueError):
+    """The dataset or the budget allows no plan; the message names the value at fault."""
+
+
+def target_spacing(spacings: np.ndarray, shapes: np.ndarray, threshold: float = ANISOTROPY_THRESHOLD) -> np.ndarray:
+    """The ``3d_fullres`` spacing from per-case spacings and cropped shapes, (n_cases, n_axes) each."""
+    target = np.percentile(spacings, 50, axis=0)
+    median_size = np.percentile(shapes, 50, axis=0)
+    worst = int(np.argmax(target))
+    others = [a for a in range(len(target)) if a != worst]
+    other_spacing = max(target[a] for a in others)
+    aniso_spacing = target[worst] > threshold * other_spacing
+    aniso_voxels = median_size[worst] * threshold < min(median_size[a] for a in others)
+    if aniso_spacing and aniso_voxels:
+        coarse = float(np.percentile(spacings[:, worst], 10))
+        if coarse < other_spacing:
+            coarse = max(other_spacing, coarse) + 1e-5
+        target[worst] = coarse
+    return target
+
+
+def transpose_for(spacing: Sequence[float]) -> tuple[list[int], list[int]]:
+    """Axis order putting the coarsest spacing first, and its inverse."""
+    first = int(np.argmax(spacing))
+    forward = [first] + [a for a in range(len(spacing)) if a != first]
+    return forward, [forward.index(a) for a in range(len(spacing))]
+
+
+def normalization_for(fingerprint: Fingerprint) -> list[Normalization]:
+    """One normalisation per channel from its name (nnU-Net's mapping) and the foreground statistics."""
+    use_mask = fingerprint.median_relative_size_after_crop < 0.75
+    schemes = []
+    for channel, name in sorted(fingerprint.channel_names.items(), key=lambda item: int(item[0])):
+        key = name.strip().lower()
+        if key == "ct":
+            stats = fingerprint.intensities[channel]
+            params = {
+                "clip_low": stats.percentile_00_5,
+                "clip_high": stats.percentile_99_5,
+                "mean": stats.mean,
+                "std": stats.std,
+            }
+            schemes.append(Normalization("ct", params))
+        elif key in ("nonorm", "none"):
+            schemes.append(Normalization("none"))
+        elif key == "rescale_to_0_1":
+            schemes.append(Normalization("rescale_0_1"))
+        elif key == "rgb_to_0_1":
+            schemes.append(Normalization("rgb_0_1"))
+        else:
+            schemes.append(Normalization("zscore", {"use_mask": use_mask}))
+    return schemes
+
+
+def initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) -> list[int]:
+    """A patch with the aspect ratio of 1/spacing and 256^3 (2048^2) voxels, clipped to the median shape."""
+    inverse = 1 / np.asarray(spacing, dtype=np.float64)
+    volume = 256.0**3 if len(spacing) == 3 else 2048.0**2
+    scaled = inverse * (volume / np.prod(inverse)) ** (1 / len(spacing))
+    return [min(round(s), int(m)) for s, m in zip(scaled, median_shape, strict=True)]
+
+
+def unet_kwargs(network: str, spacing: Sequence[float], patch: Sequence[int]) -> tuple[dict[str, Any], list[int]]:
+    """Topology keyword arguments of a U-Net family network for this spacing and patch, and the padded patch."""
+    pooling = pooling_plan(spacing, patch)
+    n, dims = pooling.n_stages, len(spacing)
+    if n < 2:
+        raise PlanningError(
+            f"{network}: patch {list(patch)} at spacing {list(spacing)} cannot be pooled once; a U-Net needs two stages"
+        )
+    kwargs: dict[str, Any] = {
+        "n_stages": n,
+        "features_per_stage": [min(BASE_FEATURES * 2**i, MAX_FEATURES[dims]) for i in range(n)],
+        "strides": [list(s) for s in pooling.strides],
+        "kernel_sizes": [list(k) for k in pooling.kernel_sizes],
+    }
+    if network == "unet_resenc":
+        kwargs["n_blocks_per_stage"] = list(RESENC_BLOCKS[:n])
+        kwargs["n_conv_per_stage_decoder"] = [1] * (n - 1)
+    else:
+        kwargs["n_blocks_per_stage"] = list(umamba_blocks(n))
+        kwargs["n_conv_per_stage_decoder"] = list(umamba_decoder_convs(n))
+    patch = list(pooling.patch_size)
+    if network == "umamba_enc":
+        kwargs["patch_size"] = patch
+    return kwargs, patch
+
+
+@functools.lru_cache(maxsize=32)
+def fixed_divisor(network: str, spatial_dims: int) -> int:
+    """``input_size_divisor`` of a fixed-topology network built with its defaults."""
+    with torch.no_grad():
+        return int(create(network, spatial_dims, 1, 2).input_size_divisor)
+
+
+def _candidate(
+    network: str, spacing: Sequence[float], patch: Sequence[int]
+) -> tuple[dict[str, Any], list[int], tuple[int, ...]]:
+    """Kwargs, padded patch and per-axis divisors of ``network`` for a wanted patch."""
+    if network in UNET_FAMILIES:
+        kwargs, padded = unet_kwargs(network, spacing, patch)
+        divisors = tuple(math.prod(axis) for axis in zip(*kwargs["strides"], strict=True))
+        return kwargs, padded, divisors
+    divisor = fixed_divisor(network, len(spacing))
+    divisors = (divisor,) * len(spacing)
+    return {}, list(pad_to_multiple([max(1, p) for p in patch], divisors)), divisors
+
+
+def _shrink(
+    network: str, spacing: Sequence[float], median: Sequence[float], patch: list[int], divisors: Sequence[int]
+) -> tuple[dict[str, Any], list[int], tuple[int, ...]]:
+    """One step down: the axis largest relative to the median shape loses one divisor step (nnU-Net's rule)."""
+    dims = len(patch)
+    ratios = [p / m for p, m in zip(patch, median, strict=True)]
+    shrinkable = [a for a in range(dims) if patch[a] > divisors[a]]
+    if not shrinkable:
+        raise PlanningError(f"{network}: patch {patch} cannot shrink further")
+    top = max(ratios[a] for a in shrinkable)
+    axis = max(a for a in shrinkable if ratios[a] == top)
+    smaller = list(patch)
+    if network in UNET_FAMILIES:
+        trial = list(patch)
+        trial[axis] -= divisors[axis]
+        smaller[axis] -= _candidate(network, spacing, trial)[2][axis]
+    else:
+        smaller[axis] -= divisors[axis]
+    return _candidate(network, spacing, smaller)
+
+
+def plan_patch_and_batch(
+    network: str,
+    spacing: Sequence[float],
+    median_shape: Sequence[float],
+    in_channels: int,
+    num_classes: int,
+    budget_bytes: float,
+    dataset_voxels: float,
+    max_dataset_covered: float = MAX_DATASET_COVERED,
+) -> tuple[dict[str, Any], list[int], int, MemoryEstimate]:
+    """The largest patch (then batch) of ``network`` whose training step fits ``budget_bytes``.
+
+    Returns:
+        The network kwargs, the patch size, the batch size and the memory estimate at that patch.
+    """
+    dims = len(spacing)
+    median = [float(m) for m in median_shape]
+    kwargs, patch, divisors = _candidate(network, spacing, initial_patch(spacing, median))
+    estimate = estimate_memory(network, dims, in_channels, num_classes, kwargs, patch)
+    while estimate.total_bytes(MIN_BATCH_SIZE) > budget_bytes:
+        try:
+            kwargs, patch, divisors = _shrink(network, spacing, median, patch, divisors)
+        except PlanningError as err:
+            raise PlanningError(
+                f"{network}: no patch fits --gpu-memory {budget_bytes / GIB:.1f} GB with batch size {MIN_BATCH_SIZE}; "
+                f"the smallest tried, {patch}, needs {estimate.total_bytes(MIN_BATCH_SIZE) / GIB:.2f} GB"
+            ) from err
+        estimate = estimate_memory(network, dims, in_channels, num_classes, kwargs, patch)
+    covered = round(dataset_voxels * max_dataset_covered / math.prod(patch))
+    batch = max(min(estimate.max_batch_size(budget_bytes), covered), MIN_BATCH_SIZE)
+    return kwargs, patch, batch, estimate
+
+
+def _configuration(
+    network: str,
+    spacing: Sequence[float],
+    median_shape: Sequence[float],
+    fingerprint: Fingerprint,
+    budget_bytes: float,
+    dataset_voxels: float,
+    normalization: list[Normalization],
+) -> ConfigurationPlan:
+    in_channels = len(fingerprint.channel_names)
+    kwargs, patch, batch, estimate = plan_patch_and_batch(
+        network, spacing, median_shape, in_channels, fingerprint.num_classes, budget_bytes, dataset_voxels
+    )
+    return ConfigurationPlan(
+        spatial_dims=len(spacing),
+        spacing=[float(s) for s in spacing],
+        median_shape=[float(m) for m in median_shape],
+        patch_size=[int(p) for p in patch],
+        batch_size=int(batch),
+        network=network,
+        network_kwargs=kwargs,
+        normalization=normalization,
+        estimated_memory_gb=round(estimate.total_bytes(batch) / GIB, 3),
+    )
+
+
+def _lowres(
+    fullres: ConfigurationPlan,
+    network: str,
+    fingerprint: Fingerprint,
+    budget_bytes: float,
+    normalization: list[Normalization],
+) -> ConfigurationPlan | None:
+    """nnU-Net's ``3d_lowres`` search, or None when the full-resolution patch is large enough."""
+    median = np.asarray(fullres.median_shape, dtype=np.float64)
+    full_spacing = np.asarray(fullres.spacing, dtype=np.float64)
+    spacing = full_spacing.copy()
+    median_voxels = float(np.prod(median))
+    patch_voxels = float(np.prod(fullres.patch_size))
+    plan = None
+    while patch_voxels / median_voxels < LOWRES_THRESHOLD:
+        coarse = spacing.max() / spacing > 2
+        spacing[coarse if coarse.any() else slice(None)] *= LOWRES_SPACING_STEP
+        shape = full_spacing / spacing * median
+        median_voxels = float(np.prod(shape))
+        dataset_voxels = median_voxels * len(fingerprint.cases)
+        plan = _configuration(
+            network, spacing, [round(s) for s in shape], fingerprint, budget_bytes, dataset_voxels, normalization
+        )
+        patch_voxels = float(np.prod(plan.patch_size))
+    if plan is None or float(np.prod(median)) / median_voxels < 2:
+        return None
+    return plan
+
+
+def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, network: str | None = None) -> Plans:
+    """Plans for every configuration the dataset warrants.
+
+    Args:
+        fingerprint: the dataset fingerprint.
+        gpu_memory_gb: the training memory budget in GiB.
+        network: a registry name for every configuration (default: ``DEFAULT_NETWORK``).
+    """
+    if network is not None and network not in list_networks():
+        raise PlanningError(f"--network {network!r} is not registered; choose from {', '.join(list_networks())}")
+    if gpu_memory_gb <= 0:
+        raise PlanningError(f"--gpu-memory must be positive, got {gpu_memory_gb}")
+    budget = gpu_memory_gb * GIB
+    spacings, shapes = fingerprint.spacings, fingerprint.shapes_after_crop
+    spacing = target_spacing(spacings, shapes)
+    forward, backward = transpose_for(spacing) if len(spacing) == 3 else ([0, 1], [0, 1])
+    new_shapes = np.round(shapes * spacings / spacing)
+    median = np.median(new_shapes, axis=0)[forward]
+    spacing_t = spacing[forward]
+    dataset_voxels = float(np.prod(median)) * len(fingerprint.cases)
+    normalization = normalization_for(fingerprint)
+    configurations: dict[str, ConfigurationPlan] = {}
+    if len(spacing) == 3 and median[0] > 1:
+        name = network or DEFAULT_NETWORK["3d_fullres"]
+        fullres = _configuration(name, spacing_t, median, fingerprint, budget, dataset_voxels, normalization)
+        lowres_network = network or DEFAULT_NETWORK["3d_lowres"]
+        lowres = _lowres(fullres, lowres_network, fingerprint, budget, normalization)
+        if lowres is not None:
+            lowres.next_stage = "3d_cascade_fullres"
+            configurations["3d_lowres"] = lowres
+        configurations["3d_fullres"] = fullres
+    plane = slice(1, None) if len(spacing) == 3 else slice(None)
+    configurations["2d"] = _configuration(
+        network or DEFAULT_NETWORK["2d"],
+        spacing_t[plane],
+        median[plane],
+        fingerprint,
+        budget,
+        dataset_voxels,
+        normalization,
+    )
+    summary = fingerprint.to_dict()
+    summary.pop("cases")
+    summary.pop("notes")
+    for name, cfg in configurations.items():
+        logger.info(
+            "%s: %s, spacing %s, patch %s, batch %d, ~%.1f GB",
+            name,
+            cfg.network,
+            cfg.spacing,
+            cfg.patch_size,
+            cfg.batch_size,
+            cfg.estimated_memory_gb,
+        )
+    return Plans(
+        dataset_name=fingerprint.dataset_name,
+        channel_names=dict(fingerprint.channel_names),
+        labels=dict(fingerprint.labels),
+        num_classes=fingerprint.num_classes,
+        gpu_memory_gb=float(gpu_memory_gb),
+        transpose_forward=forward,
+        transpose_backward=backward,
+        fingerprint=summary,
+        configurations=configurations,
+    )

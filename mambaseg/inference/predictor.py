@@ -1,0 +1,98 @@
+"""Predicting whole cases: preprocess as in training, sliding window, average over models, back to the input.
+
+Dimension letters: c channels, k classes, *case the preprocessed case's axes.
+
+The same preprocessing functions as training bring the input into the plan's spacing; every model
+(one per fold) predicts logits by sliding window, softmax probabilities are averaged over models,
+resampled back to the input's spacing, pasted into the uncropped shape and transposed back, then
+the argmax is the mask, with exactly the input's geometry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from mambaseg.inference.sliding_window import sliding_window_predict
+from mambaseg.io import Image
+from mambaseg.preprocessing.case import PreprocessingSpec, preprocess_image_for_inference, restore_to_original
+
+
+@dataclass
+class Prediction:
+    mask: Image  # label map in the input's geometry
+    probabilities: np.ndarray | None  # (k, *input array shape) when asked for
+
+
+class Predictor:
+    """Predicts cases with one or more trained models of the same plan.
+
+    Args:
+        models: networks in eval mode (deep supervision off or first output used), one per fold.
+        spec: the plan's preprocessing.
+        patch_size: the plan's patch size.
+        num_classes: k, background included.
+        device: where the networks run.
+        mirror_axes: axes for test-time mirroring (empty for none).
+        step: sliding-window step as a fraction of the patch.
+        batch_size: windows per forward pass.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[nn.Module],
+        spec: PreprocessingSpec,
+        patch_size: Sequence[int],
+        num_classes: int,
+        device: torch.device,
+        mirror_axes: Sequence[int] = (),
+        step: float = 0.5,
+        batch_size: int = 1,
+    ) -> None:
+        if not models:
+            raise ValueError("Predictor needs at least one model")
+        self.models = list(models)
+        self.spec = spec
+        self.patch_size = tuple(patch_size)
+        self.num_classes = num_classes
+        self.device = device
+        self.mirror_axes = tuple(mirror_axes)
+        self.step = step
+        self.batch_size = batch_size
+
+    def _logits(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
+        """(c, *case) -> (k, *case); a 2-D plan of 3-D data predicts slice by slice along the first axis."""
+        if len(self.patch_size) == image.dim() - 1:
+            return sliding_window_predict(
+                model,
+                image,
+                self.patch_size,
+                self.num_classes,
+                self.step,
+                self.mirror_axes,
+                self.batch_size,
+                self.device,
+            )
+        slices = [self._logits(model, image[:, z]) for z in range(image.shape[1])]
+        return torch.stack(slices, dim=1)
+
+    @torch.no_grad()
+    def probabilities(self, data: np.ndarray) -> np.ndarray:
+        """Softmax probabilities (k, *case) of preprocessed data (c, *case), averaged over the models."""
+        image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
+        total = None
+        for model in self.models:
+            probs = torch.softmax(self._logits(model, image), dim=0)
+            total = probs if total is None else total + probs
+        return (total / len(self.models)).numpy()
+
+    def predict(self, images: Sequence[Image], keep_probabilities: bool = False) -> Prediction:
+        """The mask (and, if asked, the probabilities) of one case given as one Image per channel."""
+        data, properties = preprocess_image_for_inference(images, self.spec)
+        probabilities = restore_to_original(self.probabilities(data), properties)  # (k, *input)
+        mask = probabilities.argmax(0).astype(np.uint8 if self.num_classes < 256 else np.uint16)
+        return Prediction(images[0].with_array(mask), probabilities if keep_probabilities else None)

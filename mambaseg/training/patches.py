@@ -1,0 +1,175 @@
+"""Training patches from preprocessed cases: random crops with foreground oversampling, then augmentation.
+
+Dimension letters: c channels, b batch, *patch the patch axes, *case a case's axes.
+
+Sampling follows nnU-Net's data loader: of each batch the last ``round(b * oversample)`` samples
+are centred on a voxel of a randomly chosen foreground class (from the class locations stored at
+preprocessing), the others anywhere; windows may leave the image by up to half the padding the
+patch needs, and the outside is filled with zeros (image) and background (label). A 2-D
+configuration of 3-D data takes one slice along the first axis.
+
+Batch ``i`` of the run is a pure function of (seed, rank, i): the same batch on every re-run, with
+any number of workers, so that a resumed run sees exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mambaseg.preprocessing.storage import PreprocessedCase, load_case
+from mambaseg.training.augmentation import build_train_transforms, build_val_transforms, needs_dummy_2d
+
+CASE_CACHE_SIZE = 64
+
+
+def window_bounds(case_shape: Sequence[int], patch_size: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest window start per axis; negative or past-the-end starts mean padding."""
+    shape, patch = np.asarray(case_shape), np.asarray(patch_size)
+    need = np.maximum(patch - shape, 0)
+    low = -(need // 2)
+    high = shape + need // 2 + need % 2 - patch
+    return low, high
+
+
+def choose_window(
+    case_shape: Sequence[int],
+    patch_size: Sequence[int],
+    rng: np.random.Generator,
+    centre: Sequence[int] | None = None,
+) -> np.ndarray:
+    """A window start per axis: uniformly at random, or with ``centre`` in the middle (kept within bounds)."""
+    low, high = window_bounds(case_shape, patch_size)
+    if centre is None:
+        return rng.integers(low, high + 1)
+    return np.clip(np.asarray(centre) - np.asarray(patch_size) // 2, low, high)
+
+
+def crop_padded(array: np.ndarray, start: Sequence[int], patch_size: Sequence[int], fill: float) -> np.ndarray:
+    """``array[:, start : start + patch]`` for (c, *case) arrays, ``fill`` where the window leaves the array."""
+    out = np.full((array.shape[0], *patch_size), fill, dtype=array.dtype)
+    src, dst = [slice(None)], [slice(None)]
+    for s, p, n in zip(start, patch_size, array.shape[1:], strict=True):
+        lo, hi = max(s, 0), min(s + p, n)
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - s, hi - s))
+    out[tuple(dst)] = array[tuple(src)]
+    return out
+
+
+def sample_patch(
+    case: PreprocessedCase,
+    patch_size: Sequence[int],
+    force_foreground: bool,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One (image (c, *patch), label (1, *patch)) patch; a 2-D patch from 3-D data takes one slice."""
+    data, seg = case.data, case.seg
+    centre = None
+    present = [label for label, coords in case.locations.items() if len(coords)]
+    if force_foreground and present:
+        coords = case.locations[present[rng.integers(len(present))]]
+        centre = coords[rng.integers(len(coords))]
+    if len(patch_size) == data.ndim - 2:  # 2-D configuration of 3-D data: pick the slice first
+        index = int(centre[0]) if centre is not None else int(rng.integers(data.shape[1]))
+        data, seg = data[:, index], seg[:, index]
+        centre = None if centre is None else centre[1:]
+    start = choose_window(data.shape[1:], patch_size, rng, centre)
+    image = crop_padded(data, start, patch_size, 0.0)
+    label = crop_padded(seg, start, patch_size, 0)
+    label[label < 0] = 0  # voxels outside the nonzero mask train as background, as in nnU-Net
+    return image, label
+
+
+class PatchBatches(Dataset):
+    """A map-style dataset whose item ``i`` is the i-th training (or validation) batch of the run.
+
+    Args:
+        folder: the configuration's preprocessed folder.
+        case_names: the cases to sample from (a fold's training or validation cases).
+        patch_size: patch size (2 or 3 axes).
+        batch_size: patches per batch.
+        oversample_foreground: fraction of each batch centred on foreground.
+        seed: the run's seed.
+        rank: the process's rank under DDP (each rank draws its own batches).
+        augmentation: augmentation settings (``configs/augmentation``), or None for none (validation).
+        mirror_axes: axes mirrored by augmentation.
+    """
+
+    def __init__(
+        self,
+        folder: Path,
+        case_names: Sequence[str],
+        patch_size: Sequence[int],
+        batch_size: int,
+        oversample_foreground: float = 0.33,
+        seed: int = 0,
+        rank: int = 0,
+        augmentation: Mapping[str, Any] | None = None,
+        mirror_axes: Sequence[int] = (),
+    ) -> None:
+        if not case_names:
+            raise ValueError(f"{folder}: no cases to sample patches from")
+        self.folder = Path(folder)
+        self.case_names = list(case_names)
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.batch_size = batch_size
+        self.oversample_foreground = oversample_foreground
+        self.seed = seed
+        self.rank = rank
+        self.augmentation = augmentation
+        self.mirror_axes = tuple(mirror_axes)
+        self.load = functools.lru_cache(maxsize=CASE_CACHE_SIZE)(self._load)
+
+    def _load(self, name: str) -> PreprocessedCase:
+        return load_case(self.folder, name)
+
+    def __len__(self) -> int:
+        return 2**62  # batches are indexed by step; the loader's sampler says which
+
+    def _transforms(self, seed: int):
+        if self.augmentation is None:
+            return build_val_transforms()
+        anisotropic = len(self.patch_size) == 3 and needs_dummy_2d(self.patch_size)
+        return build_train_transforms(
+            self.augmentation, len(self.patch_size), self.patch_size, self.mirror_axes, anisotropic, seed
+        )
+
+    def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
+        """Batch ``step``: {"image": (b, c, *patch) float32, "label": (b, 1, *patch) int64}."""
+        rng = np.random.default_rng([self.seed, self.rank, step])
+        transforms = self._transforms(int(rng.integers(2**31)))
+        first_forced = round(self.batch_size * (1 - self.oversample_foreground))
+        images, labels = [], []
+        for i in range(self.batch_size):
+            case = self.load(self.case_names[rng.integers(len(self.case_names))])
+            image, label = sample_patch(case, self.patch_size, i >= first_forced, rng)
+            sample = transforms({"image": image, "label": label})
+            images.append(sample["image"])
+            labels.append(sample["label"])
+        return {"image": torch.stack(images), "label": torch.stack(labels).long()}
+
+
+def _worker_threads(_worker_id: int) -> None:
+    torch.set_num_threads(1)
+
+
+def epoch_batches(batches: PatchBatches, epoch: int, iterations: int, num_workers: int = 0) -> Iterator[dict]:
+    """The batches of one epoch, steps ``epoch * iterations`` onwards, built by ``num_workers`` processes."""
+    steps = range(epoch * iterations, (epoch + 1) * iterations)
+    loader = DataLoader(
+        batches,
+        batch_size=None,
+        sampler=steps,
+        num_workers=num_workers,
+        worker_init_fn=_worker_threads if num_workers else None,
+        prefetch_factor=2 if num_workers else None,
+        persistent_workers=False,
+    )
+    return iter(loader)

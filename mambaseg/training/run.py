@@ -1,0 +1,188 @@
+"""One training run end to end: build the parts from the plan and config, train, then validate the fold.
+
+The config is the resolved hydra config (``configs/train.yaml``): ``trainer`` (schedule and
+optimiser presets), ``augmentation``, ``seed``, ``num_workers``, ``oversample_foreground``,
+``validation.step``. Under DDP each process trains on its own batches (the planned batch split
+over the processes) and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from mambaseg.evaluation.dice import dice_per_class, mean_per_class
+from mambaseg.inference.predictor import Predictor
+from mambaseg.io import write_image
+from mambaseg.preprocessing import preprocessed_dir
+from mambaseg.preprocessing.case import PreprocessingSpec
+from mambaseg.training.checkpoint import load_checkpoint, restore_rng_state, restore_training_state, unwrap_model
+from mambaseg.training.losses import build_training_loss, regions_from_labels
+from mambaseg.training.optim import build_optimization, optimizer_config_for
+from mambaseg.training.patches import PatchBatches, epoch_batches
+from mambaseg.training.run_log import RunLog
+from mambaseg.training.setup import (
+    RunSpec,
+    build_network,
+    count_outputs,
+    fold_cases,
+    mirror_axes_for,
+    write_run_files,
+)
+from mambaseg.training.trainer import CheckpointWriter, LoopSettings, Trainer
+
+log = logging.getLogger(__name__)
+
+LATEST = "checkpoint_latest.pt"
+FINAL = "checkpoint_final.pt"
+
+
+def rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _resume_from(run_dir: Path) -> Path | None:
+    for name in (LATEST, FINAL):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    return None
+
+
+def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, continue_training: bool = False) -> Path:
+    """Train one fold and validate it; returns the run folder.
+
+    Args:
+        spec: dataset, plans, configuration, network plan and fold.
+        config: the resolved config (plain dict).
+        device: where to train.
+        continue_training: resume from ``checkpoint_latest.pt`` (or the final one) instead of starting over.
+    """
+    rank, world = rank_and_world()
+    is_main = rank == 0
+    run_dir, plan, plans = spec.run_dir, spec.plan, spec.plans
+    checkpoint_path = _resume_from(run_dir) if continue_training else None
+    if continue_training and checkpoint_path is None:
+        raise ValueError(f"--continue: {run_dir} has no checkpoint to resume from")
+    if not continue_training and is_main and (run_dir / FINAL).exists():
+        raise ValueError(f"{run_dir} already holds a finished run; use --continue, or delete the folder to start over")
+    if is_main:
+        write_run_files(run_dir, config, plan)
+
+    seed = int(config["seed"])
+    torch.manual_seed(seed + rank)
+    model = build_network(plans, plan).to(device)
+    n_outputs = count_outputs(model, len(plans.channel_names), plan.patch_size)
+    scales = [1.0 / 2**i for i in range(n_outputs)] if n_outputs > 1 else None
+    loss = build_training_loss(
+        plans.labels, spec.dataset.ignore_label, batch_dice=False, deep_supervision_scales=scales
+    )
+    settings = LoopSettings.from_config(config["trainer"])
+    optimizer, scheduler = build_optimization(
+        model, optimizer_config_for(plan.network, config["trainer"]), settings.num_epochs
+    )
+    grad_scaler = torch.amp.GradScaler(device.type, enabled=settings.amp and device.type == "cuda")
+    if world > 1:
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    train_names, val_names = fold_cases(spec.workspace, spec.dataset, spec.fold)
+    folder = preprocessed_dir(spec.workspace, spec.dataset.name, spec.configuration)
+    batch_size = max(1, math.ceil(plan.batch_size / world))
+    common = {"patch_size": plan.patch_size, "batch_size": batch_size, "rank": rank}
+    oversample = float(config["oversample_foreground"])
+    train_set = PatchBatches(
+        folder,
+        train_names,
+        seed=seed,
+        oversample_foreground=oversample,
+        augmentation=dict(config["augmentation"]),
+        mirror_axes=mirror_axes_for(plan),
+        **common,
+    )
+    val_set = PatchBatches(folder, val_names, seed=seed + 1, oversample_foreground=oversample, **common)
+    workers = int(config["num_workers"])
+
+    run_log = RunLog(run_dir, plot=True) if is_main else None
+    writer = (
+        CheckpointWriter(run_dir, model, optimizer, scheduler, grad_scaler, run_log, plans.to_dict(), dict(config))
+        if is_main
+        else None
+    )
+    start_epoch = 0
+    if checkpoint_path is not None:
+        checkpoint = load_checkpoint(checkpoint_path, map_location=device)
+        start_epoch = restore_training_state(checkpoint, model, optimizer, scheduler, grad_scaler)
+        restore_rng_state(checkpoint)
+        if run_log is not None:
+            run_log.load_state_dict(checkpoint.extra["run_log"])
+        log.info("resuming %s at epoch %d", checkpoint_path, start_epoch)
+
+    trainer = Trainer(
+        model,
+        loss,
+        optimizer,
+        scheduler,
+        lambda epoch: epoch_batches(train_set, epoch, settings.iterations_per_epoch, workers),
+        lambda epoch: epoch_batches(val_set, epoch, settings.val_iterations, workers),
+        settings,
+        device,
+        grad_scaler,
+        run_log,
+        writer,
+        regions=regions_from_labels(plans.labels),
+        ignore_label=spec.dataset.ignore_label,
+    )
+    trainer.fit(start_epoch)
+    if is_main:
+        validate_fold(spec, unwrap_model(model), val_names, device, float(config["validation"]["step"]))
+        run_log.close()
+    return run_dir
+
+
+def validate_fold(
+    spec: RunSpec, model: torch.nn.Module, case_names: list[str], device: torch.device, step: float
+) -> dict[str, Any]:
+    """Predict the fold's validation cases in their original geometry, score Dice per class, write ``validation/``."""
+    plan, plans = spec.plan, spec.plans
+    out_dir = spec.run_dir / "validation"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.deep_supervision = False
+    predictor = Predictor(
+        [model],
+        PreprocessingSpec.from_plans(plans, spec.configuration),
+        plan.patch_size,
+        plans.num_classes,
+        device,
+        mirror_axes=mirror_axes_for(plan),
+        step=step,
+    )
+    cases = {case.name: case for case in spec.dataset.cases}
+    labels = sorted(v for v in plans.labels.values() if isinstance(v, int) and v > 0)
+    per_case = {}
+    for name in case_names:
+        case = cases[name]
+        prediction = predictor.predict(case.load_images())
+        write_image(prediction.mask, out_dir / f"{name}{spec.dataset.file_ending}")
+        reference = case.load_label()
+        per_case[name] = dice_per_class(prediction.mask.array, np.rint(reference.array).astype(int), labels)
+    means = mean_per_class(list(per_case.values()))
+    names = {v: k for k, v in plans.labels.items() if isinstance(v, int)}
+    summary = {
+        "dice_per_class": {names[label]: value for label, value in means.items()},
+        "mean_dice": float(np.nanmean(list(means.values()))) if means else math.nan,
+        "cases": {name: {names[label]: v for label, v in scores.items()} for name, scores in per_case.items()},
+    }
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    log.info("validation of %s: mean Dice %.4f %s", spec.run_dir, summary["mean_dice"], summary["dice_per_class"])
+    return summary

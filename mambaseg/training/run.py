@@ -1,9 +1,9 @@
 """One training run end to end: build the parts from the plan and config, train, then validate the fold.
 
 The config is the resolved hydra config (``configs/train.yaml``): ``trainer`` (schedule and
-optimiser presets), ``augmentation``, ``seed``, ``num_workers``, ``oversample_foreground``,
-``validation.step``. Under DDP each process trains on its own batches (the planned batch split
-over the processes) and only rank 0 writes.
+optimiser presets), ``augmentation``, ``seed``, ``batch_size`` (None: the plan's), ``num_workers``,
+``oversample_foreground``, ``validation.step``. Under DDP each process trains on its own batches
+(the planned batch split over the processes) and only rank 0 writes.
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, c
     torch.manual_seed(seed + rank)
     model = build_network(plans, plan).to(device)
     n_outputs = count_outputs(model, len(plans.channel_names), plan.patch_size)
-    scales = [1.0 / 2**i for i in range(n_outputs)] if n_outputs > 1 else None
+    scales = None if n_outputs is None else [1.0 / 2**i for i in range(n_outputs)]
     loss = build_training_loss(
         plans.labels, spec.dataset.ignore_label, batch_dice=False, deep_supervision_scales=scales
     )
@@ -97,7 +97,8 @@ def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, c
 
     train_names, val_names = fold_cases(spec.workspace, spec.dataset, spec.fold)
     folder = preprocessed_dir(spec.workspace, spec.dataset.name, spec.configuration)
-    batch_size = max(1, math.ceil(plan.batch_size / world))
+    planned_batch = int(config["batch_size"] or plan.batch_size)
+    batch_size = max(1, math.ceil(planned_batch / world))
     common = {"patch_size": plan.patch_size, "batch_size": batch_size, "rank": rank}
     oversample = float(config["oversample_foreground"])
     train_set = PatchBatches(

@@ -89,14 +89,14 @@ def build_network(plans: Plans, plan: ConfigurationPlan, deep_supervision: bool 
 
 
 @torch.no_grad()
-def count_outputs(model: nn.Module, in_channels: int, patch_size: Sequence[int]) -> int:
-    """How many outputs the network returns (deep supervision), from one forward pass of a zero patch."""
+def count_outputs(model: nn.Module, in_channels: int, patch_size: Sequence[int]) -> int | None:
+    """How many outputs a deep-supervised network returns (None: a single tensor), from a zero patch's forward."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     out = model(torch.zeros(1, in_channels, *patch_size, device=device))
     model.train(was_training)
-    return len(out) if isinstance(out, list | tuple) else 1
+    return len(out) if isinstance(out, list | tuple) else None
 
 
 def mirror_axes_for(plan: ConfigurationPlan) -> tuple[int, ...]:

@@ -1,0 +1,1 @@
+"""Dataset generators and converters shipped with mambaseg (no real data)."""

@@ -1,0 +1,152 @@
+"""Training speed: seconds per iteration of our trainer against nnU-Net 2.8.1's, same patch and batch, one run.
+
+Ours: ``Trainer.train_step`` on batches from ``PatchBatches`` (nnU-Net augmentation) of the
+preprocessed Task04_Hippocampus, for each network given. nnU-Net: ``nnUNetTrainer.train_step`` on
+``next(dataloader_train)`` with the 3d_fullres plan's batch size set to ours, run in its own venv
+(``/tmp/nnunet_venv``: ``pip install torch==2.13.0`` then ``pip install nnunetv2 torch==2.13.0``),
+on the data its ``nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres`` wrote under ``--nnunet-root``.
+Both after warm-up iterations, median of the timed ones, on the CPU with all threads.
+
+Usage: python scripts/bench_train.py --workspace WS [--dataset ../shared/data/Task04_Hippocampus]
+           [--networks umamba_bot unet_resenc] [--batch-size 2] [--iterations 10] [--nnunet-root /tmp/nnu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from mambaseg.data import load_dataset
+from mambaseg.planning.fingerprint import FINGERPRINT_FILE, Fingerprint
+from mambaseg.planning.planner import plan_experiment
+from mambaseg.planning.plans import PLANS_FILE, load_plans
+from mambaseg.preprocessing import preprocessed_dir
+from mambaseg.training.losses import build_training_loss
+from mambaseg.training.optim import build_optimization, optimizer_config_for
+from mambaseg.training.patches import PatchBatches
+from mambaseg.training.setup import build_network, count_outputs, mirror_axes_for
+from mambaseg.training.trainer import LoopSettings, Trainer
+
+ROOT = Path(__file__).resolve().parents[1]
+NNUNET_PYTHON = Path("/tmp/nnunet_venv/bin/python")
+
+NNUNET_PROGRAM = textwrap.dedent(
+    """
+    import statistics, sys, time, torch
+    from batchgenerators.utilities.file_and_folder_operations import load_json
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+    batch, warmup, iterations = (int(a) for a in sys.argv[1:4])
+    folder = nnUNet_preprocessed + "/Dataset004_Hippocampus"
+    plans = load_json(folder + "/nnUNetPlans.json")
+    plans["configurations"]["3d_fullres"]["batch_size"] = batch
+    trainer = nnUNetTrainer(plans, "3d_fullres", 0, load_json(folder + "/dataset.json"), device=torch.device("cpu"))
+    trainer.on_train_start()
+    times = []
+    for i in range(warmup + iterations):
+        start = time.perf_counter()
+        trainer.train_step(next(trainer.dataloader_train))
+        times.append(time.perf_counter() - start)
+    print("PATCH", trainer.configuration_manager.patch_size, "BATCH", trainer.batch_size)
+    print("SECONDS_PER_ITERATION", statistics.median(times[warmup:]))
+    trainer.on_train_end()
+    """
+)
+
+
+def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: int, iterations: int) -> float:
+    dataset = load_dataset(dataset_path)
+    folder = workspace / dataset.name
+    plans = load_plans(folder / PLANS_FILE)
+    plan = plans.configurations["3d_fullres"]
+    if plan.network != network:
+        plan = plan_experiment(Fingerprint.load(folder / FINGERPRINT_FILE), network=network).configurations[
+            "3d_fullres"
+        ]
+    config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml"))
+    augmentation = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "augmentation" / "nnunet.yaml"))
+    model = build_network(plans, plan)
+    outputs = count_outputs(model, len(plans.channel_names), plan.patch_size)
+    loss = build_training_loss(plans.labels, None, False, [1 / 2**i for i in range(outputs)] if outputs else None)
+    optimizer, scheduler = build_optimization(model, optimizer_config_for(network, config), 1000)
+    batches = PatchBatches(
+        preprocessed_dir(workspace, dataset.name, "3d_fullres"),
+        [c.name for c in dataset.cases],
+        plan.patch_size,
+        batch,
+        augmentation=augmentation,
+        mirror_axes=mirror_axes_for(plan),
+    )
+    settings = LoopSettings(1, warmup + iterations, 0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    trainer = Trainer(model, loss, optimizer, scheduler, None, None, settings, torch.device("cpu"), scaler)
+    model.train()
+    times = []
+    for step in range(warmup + iterations):
+        start = time.perf_counter()
+        trainer.train_step(batches[step])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[warmup:])
+
+
+def nnunet(root: Path, batch: int, warmup: int, iterations: int) -> float | None:
+    if not NNUNET_PYTHON.exists() or not (root / "pre" / "Dataset004_Hippocampus" / "nnUNetPlans.json").exists():
+        print(f"nnU-Net: skipped ({NNUNET_PYTHON} or its preprocessed data under {root} is missing)")
+        return None
+    env = {
+        **os.environ,
+        "nnUNet_raw": str(root / "raw"),
+        "nnUNet_preprocessed": str(root / "pre"),
+        "nnUNet_results": str(root / "res"),
+        "nnUNet_n_proc_DA": "2",
+    }
+    if not (root / "pre" / "Dataset004_Hippocampus" / "nnUNetPlans_3d_fullres").is_dir():
+        preprocess = [str(NNUNET_PYTHON.parent / "nnUNetv2_preprocess"), "-d", "4", "-c", "3d_fullres", "-np", "2"]
+        subprocess.run(preprocess, env=env, check=True, capture_output=True)
+    command = [str(NNUNET_PYTHON), "-c", NNUNET_PROGRAM, str(batch), str(warmup), str(iterations)]
+    out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
+    for line in out.splitlines():
+        if line.startswith("PATCH"):
+            print(f"nnU-Net: {line}")
+        if line.startswith("SECONDS_PER_ITERATION"):
+            return float(line.split()[1])
+    raise RuntimeError(f"nnU-Net benchmark printed no timing:\n{out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workspace", type=Path, required=True, help="workspace where the dataset is preprocessed")
+    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
+    parser.add_argument("--networks", nargs="+", default=["umamba_bot", "unet_resenc"])
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=10)
+    parser.add_argument("--nnunet-root", type=Path, default=Path("/tmp/nnu"))
+    args = parser.parse_args()
+    if not args.dataset.is_dir():
+        sys.exit(f"{args.dataset}: not found; this benchmark needs Task04_Hippocampus")
+    rows = [
+        (n, ours(args.workspace, args.dataset, n, args.batch_size, args.warmup, args.iterations)) for n in args.networks
+    ]
+    reference = nnunet(args.nnunet_root, args.batch_size, args.warmup, args.iterations)
+    print(f"\nCPU, {torch.get_num_threads()} threads, batch {args.batch_size}, 3d_fullres patch of the plan\n")
+    print("| trainer | s / iteration | ratio to nnU-Net |")
+    print("|---|---|---|")
+    for name, seconds in rows:
+        ratio = f"{seconds / reference:.2f}" if reference else "—"
+        print(f"| mambaseg {name} | {seconds:.2f} | {ratio} |")
+    if reference:
+        print(f"| nnU-Net 2.8.1 nnUNetTrainer (3d_fullres) | {reference:.2f} | 1.00 |")
+
+
+if __name__ == "__main__":
+    main()

@@ -28,6 +28,8 @@ COMMANDS: dict[str, str] = {
     "plan": "cmd_plan",
     "preprocess": "cmd_preprocess",
     "train": "cmd_train",
+    "evaluate": "cmd_evaluate",
+    "find-best": "cmd_find_best",
 }
 
 

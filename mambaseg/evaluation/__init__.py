@@ -1,1 +1,1 @@
-"""Segmentation metrics and summaries."""
+"""Segmentation metrics and summaries, and the choice of runs and postprocessing from cross-validation."""

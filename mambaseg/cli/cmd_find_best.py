@@ -1,0 +1,74 @@
+"""Rank trained runs and their ensembles by cross-validation Dice, choose postprocessing, write the instructions."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from mambaseg.cli.cmd_check import dataset_folder
+from mambaseg.cli.main import add_workspace_argument
+from mambaseg.data import DatasetError, load_dataset
+from mambaseg.evaluation.model_selection import find_best
+from mambaseg.inference.postprocessing import INSTRUCTIONS_FILE, InferenceInstructions
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dataset", help="dataset folder (nnU-Net v2 or Decathlon layout), or its name under WORKSPACE/raw"
+    )
+    add_workspace_argument(parser)
+    parser.add_argument(
+        "--folds", type=int, nargs="+", help="folds to compare on (default: all, or those every run has validated)"
+    )
+    parser.add_argument("--no-ensembles", action="store_true", help="rank single runs only")
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+
+def show_selection(console: Console, instructions: InferenceInstructions, label_names: dict[int, str]) -> None:
+    """The ranking table, the skipped candidates, and the chosen postprocessing."""
+    table = Table(title=f"{instructions.dataset}: folds {instructions.folds}", title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("candidate")
+    table.add_column("mean Dice", justify="right")
+    labels = sorted(label_names)
+    for label in labels:
+        table.add_column(label_names[label], justify="right")
+    for entry in instructions.ranking:
+        per_class = [_cell(entry["dice_per_class"].get(str(label))) for label in labels]
+        style = "bold green" if entry["rank"] == 1 else None
+        table.add_row(str(entry["rank"]), entry["candidate"], _cell(entry["mean_dice"]), *per_class, style=style)
+    console.print(table)
+    for entry in instructions.skipped:
+        console.print(Text(f"skipped {entry['candidate']}: {entry['reason']}", style="yellow"), soft_wrap=True)
+    scores = instructions.cross_validation
+    for step in instructions.postprocessing:
+        names = ", ".join(label_names.get(label, str(label)) for label in step["labels"])
+        console.print(
+            f"postprocessing: keep the largest component of {names}" + (" together" if step["jointly"] else "")
+        )
+    if not instructions.postprocessing:
+        console.print("postprocessing: none improves the cross-validation Dice")
+    console.print(
+        f"mean Dice {_cell(scores['mean_dice'])}, after postprocessing {_cell(scores['mean_dice_postprocessed'])}"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    console = Console()
+    try:
+        dataset = load_dataset(dataset_folder(args.dataset, args.workspace))
+        instructions = find_best(args.workspace, dataset, args.folds, ensembles=not args.no_ensembles)
+    except (DatasetError, ValueError, OSError) as error:  # SelectionError and SplitsError are ValueErrors
+        console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
+        return 1
+    names = {value: name for name, value in dataset.labels.items() if isinstance(value, int) and value > 0}
+    show_selection(console, instructions, names)
+    console.print(f"instructions: {args.workspace / dataset.name / INSTRUCTIONS_FILE}", soft_wrap=True)
+    return 0

@@ -1,0 +1,155 @@
+"""Cross-validation predictions of trained runs, merged over folds so that every case is predicted once.
+
+A run is ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK``. Its fold K counts as validated when
+``fold_K/validation/summary.json`` exists; beside it lie one mask per validation case (``CASE<file ending>``,
+in the case's original geometry) and, where prediction kept them, softmax probabilities (``CASE.npz``, key
+``probabilities``, shape (k, *case shape), class index = label value). A candidate is one run (its masks)
+or an ensemble of runs (their probabilities averaged, then the argmax).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mambaseg.evaluation.summary import SUMMARY_FILE, label_array
+from mambaseg.io import read_image
+
+log = logging.getLogger(__name__)
+
+RUNS_FOLDER = "runs"
+VALIDATION_FOLDER = "validation"
+PROBABILITIES_KEY = "probabilities"
+
+
+class SelectionError(ValueError):
+    """Runs, folds or validation files that do not allow choosing a configuration."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One run, or an ensemble of runs, by run folder name (``CONFIGURATION__NETWORK``)."""
+
+    runs: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return " + ".join(self.runs)
+
+
+def validated_folds(run_dir: Path) -> list[int]:
+    """The numbered folds of a run whose validation finished (``fold_all`` is trained on every case: left out)."""
+    folds = []
+    for fold_dir in run_dir.glob("fold_*"):
+        number = fold_dir.name.removeprefix("fold_")
+        if number.isdigit() and (fold_dir / VALIDATION_FOLDER / SUMMARY_FILE).is_file():
+            folds.append(int(number))
+    return sorted(folds)
+
+
+def find_runs(dataset_dir: Path) -> dict[str, list[int]]:
+    """Run folder name -> validated folds, for every run under ``dataset_dir/runs`` with at least one."""
+    runs_dir = dataset_dir / RUNS_FOLDER
+    if not runs_dir.is_dir():
+        return {}
+    found = {run.name: validated_folds(run) for run in sorted(runs_dir.iterdir()) if run.is_dir()}
+    return {name: folds for name, folds in found.items() if folds}
+
+
+def select_folds(
+    runs: Mapping[str, Sequence[int]], n_folds: int, folds: Sequence[int] | None = None
+) -> tuple[list[int], dict[str, str]]:
+    """The folds to compare the runs on, and the runs left out with the reason.
+
+    Given ``folds``, runs lacking any of them are left out. Otherwise the runs with all ``n_folds`` folds are
+    kept and the others left out; if no run has them all, the folds every run has are used.
+
+    Raises:
+        SelectionError: a requested fold outside the splits, or no fold that every run has validated.
+    """
+    if folds is not None:
+        wanted = sorted(set(folds))
+        outside = [fold for fold in wanted if not 0 <= fold < n_folds]
+        if outside:
+            raise SelectionError(f"folds {outside} do not exist: the splits have folds 0-{n_folds - 1}")
+    elif any(set(range(n_folds)) <= set(validated) for validated in runs.values()):
+        wanted = list(range(n_folds))
+    else:
+        wanted = sorted(set.intersection(*(set(validated) for validated in runs.values())))
+        if not wanted:
+            listing = "; ".join(f"{name}: {list(validated)}" for name, validated in runs.items())
+            raise SelectionError(f"no fold is validated by every run ({listing}); pass the folds to compare")
+        log.warning("no run has all %d folds; comparing on the folds every run has: %s", n_folds, wanted)
+    skipped = {}
+    for name, validated in runs.items():
+        missing = sorted(set(wanted) - set(validated))
+        if missing:
+            skipped[name] = f"folds {missing} not validated"
+    return wanted, skipped
+
+
+@dataclass(frozen=True)
+class CrossValidation:
+    """Where the validation predictions of runs lie, for the cases of the chosen folds."""
+
+    runs_dir: Path
+    file_ending: str
+    fold_of_case: dict[str, int]
+
+    def mask_file(self, run: str, case: str) -> Path:
+        return self._validation_dir(run, case) / f"{case}{self.file_ending}"
+
+    def probabilities_file(self, run: str, case: str) -> Path:
+        return self._validation_dir(run, case) / f"{case}.npz"
+
+    def _validation_dir(self, run: str, case: str) -> Path:
+        return self.runs_dir / run / f"fold_{self.fold_of_case[case]}" / VALIDATION_FOLDER
+
+    def check_masks(self, run: str) -> None:
+        """SelectionError naming the first validation mask of ``run`` that is missing."""
+        for case in self.fold_of_case:
+            path = self.mask_file(run, case)
+            if not path.is_file():
+                raise SelectionError(f"{path}: validation mask of case {case!r} missing (validation interrupted?)")
+
+    def missing_probabilities(self, run: str) -> Path | None:
+        """The first validation case of ``run`` without saved probabilities; None when all have them."""
+        for case in self.fold_of_case:
+            path = self.probabilities_file(run, case)
+            if not path.is_file():
+                return path
+        return None
+
+    def prediction(self, candidate: Candidate, case: str, shape: tuple[int, ...]) -> np.ndarray:
+        """The candidate's mask of ``case``, checked to have the reference's ``shape``."""
+        if len(candidate.runs) == 1:
+            path = self.mask_file(candidate.runs[0], case)
+            mask = label_array(read_image(path))
+            if mask.shape != shape:
+                raise SelectionError(f"{path}: shape {mask.shape} differs from the reference's {shape}")
+            return mask
+        total = None
+        for run in candidate.runs:
+            path = self.probabilities_file(run, case)
+            probabilities = self._probabilities(path, shape)
+            if total is not None and total.shape != probabilities.shape:
+                raise SelectionError(f"{path}: {probabilities.shape[0]} classes, the other runs {total.shape[0]}")
+            total = probabilities if total is None else total + probabilities
+        return np.argmax(total, axis=0).astype(np.uint8 if total.shape[0] < 256 else np.uint16)
+
+    @staticmethod
+    def _probabilities(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+        try:
+            with np.load(path) as content:
+                probabilities = content[PROBABILITIES_KEY].astype(np.float32)
+        except (OSError, ValueError, KeyError) as error:
+            raise SelectionError(f"{path}: cannot read the {PROBABILITIES_KEY!r} array: {error}") from error
+        if probabilities.shape[1:] != shape:
+            raise SelectionError(
+                f"{path}: probabilities of shape {probabilities.shape} do not fit the reference's shape {shape}"
+            )
+        return probabilities  # (k, *shape)

@@ -1,0 +1,167 @@
+"""Choose what to predict with: rank runs and pairwise ensembles by cross-validation Dice, then postprocessing.
+
+As in nnU-Net, each candidate's validation predictions, merged over the folds, are scored against the ground
+truth, and candidates are ranked by the mean over foreground labels of the per-label mean Dice (ties go to
+fewer runs: cheaper inference). An ensemble of two runs averages their softmax probabilities, so it needs
+``CASE.npz`` beside every validation mask of both runs; without them it is skipped, with the reason.
+Postprocessing is then chosen on the best candidate (``mambaseg.evaluation.postprocessing_choice``).
+The result is ``WORKSPACE/DATASET/inference_instructions.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+
+from mambaseg.data import Dataset
+from mambaseg.data.splits import read_splits
+from mambaseg.evaluation.cross_validation import (
+    RUNS_FOLDER,
+    Candidate,
+    CrossValidation,
+    SelectionError,
+    find_runs,
+    select_folds,
+)
+from mambaseg.evaluation.dice import dice_per_class, mean_per_class
+from mambaseg.evaluation.metrics import without_ignored
+from mambaseg.evaluation.postprocessing_choice import PairSource, choose_postprocessing, foreground_dice
+from mambaseg.evaluation.summary import label_array, write_json
+from mambaseg.inference.postprocessing import INSTRUCTIONS_FILE, InferenceInstructions
+from mambaseg.training.setup import SPLITS_FILE
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Score:
+    """Cross-validation mean Dice of a candidate, per label and over the foreground."""
+
+    candidate: Candidate
+    dice: dict[int, float]
+
+    @property
+    def mean(self) -> float:
+        return foreground_dice(self.dice)
+
+
+def foreground_labels(dataset: Dataset) -> list[int]:
+    """The dataset's foreground label values; SelectionError for region-based labels."""
+    if dataset.has_regions:
+        raise SelectionError(f"{dataset.dataset_json}: region-based labels are not supported by find-best")
+    labels = sorted(value for value in dataset.labels.values() if isinstance(value, int) and value > 0)
+    if not labels:
+        raise SelectionError(f"{dataset.dataset_json}: no foreground label to score, got labels {dataset.labels}")
+    return labels
+
+
+def _pair_source(cv: CrossValidation, candidate: Candidate, dataset: Dataset) -> PairSource:
+    cases = {case.name: case for case in dataset.cases}
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for name in cv.fold_of_case:
+            label = cases[name].load_label()
+            if label is None:
+                raise SelectionError(f"{dataset.root}: case {name!r} has no label file to compare against")
+            reference = label_array(label)
+            yield cv.prediction(candidate, name, reference.shape), reference
+
+    return pairs
+
+
+def score_candidate(pairs: PairSource, labels: Sequence[int], ignore_label: int | None = None) -> dict[int, float]:
+    """Mean Dice per label over the cases the source yields."""
+    per_case = [dice_per_class(*without_ignored(p, r, ignore_label), labels) for p, r in pairs()]
+    return mean_per_class(per_case)
+
+
+def _rank_key(score: Score) -> tuple[float, int, str]:
+    mean = score.mean
+    return (-mean if not math.isnan(mean) else math.inf, len(score.candidate.runs), score.candidate.name)
+
+
+def find_best(
+    workspace: Path, dataset: Dataset, folds: Sequence[int] | None = None, ensembles: bool = True
+) -> InferenceInstructions:
+    """Rank the dataset's runs and pairwise ensembles, choose postprocessing, write the instructions.
+
+    Args:
+        workspace: the workspace folder.
+        dataset: the dataset, for its ground truth and labels.
+        folds: folds to compare on; default: all folds of ``splits.json`` (or those every run has).
+        ensembles: also rank ensembles of two runs where their validation probabilities exist.
+
+    Raises:
+        SelectionError: no validated run, missing validation files, or unusable labels.
+        SplitsError: a missing or malformed ``splits.json``.
+    """
+    labels = foreground_labels(dataset)
+    dataset_dir = workspace / dataset.name
+    splits_path = dataset_dir / SPLITS_FILE
+    if not splits_path.is_file():
+        raise SelectionError(f"{splits_path}: no cross-validation splits; train the folds first")
+    splits = read_splits(splits_path, dataset.case_names())
+    runs = find_runs(dataset_dir)
+    if not runs:
+        raise SelectionError(f"{dataset_dir / RUNS_FOLDER}: no run with a validated fold (fold_K/validation/)")
+    fold_ids, skipped = select_folds(runs, len(splits), folds)
+    usable = [name for name in runs if name not in skipped]
+    if not usable:
+        raise SelectionError(f"{dataset_dir / RUNS_FOLDER}: no run has validated folds {fold_ids}")
+    fold_of_case = {case: fold for fold in fold_ids for case in splits[fold]["val"]}
+    cv = CrossValidation(dataset_dir / RUNS_FOLDER, dataset.file_ending, fold_of_case)
+    for name in usable:
+        cv.check_masks(name)
+
+    candidates = [Candidate((name,)) for name in usable]
+    if ensembles:
+        for pair in combinations(usable, 2):
+            missing = next((path for path in map(cv.missing_probabilities, pair) if path is not None), None)
+            if missing is None:
+                candidates.append(Candidate(pair))
+            else:
+                skipped[Candidate(pair).name] = f"no validation probabilities ({missing} missing)"
+    scores = []
+    for candidate in candidates:
+        score = Score(candidate, score_candidate(_pair_source(cv, candidate, dataset), labels, dataset.ignore_label))
+        log.info("%s: cross-validation mean Dice %.4f", candidate.name, score.mean)
+        scores.append(score)
+    scores.sort(key=_rank_key)
+    best = scores[0]
+    choice = choose_postprocessing(_pair_source(cv, best.candidate, dataset), labels, dataset.ignore_label)
+
+    def relative(run: str) -> str:
+        return f"{dataset.name}/{RUNS_FOLDER}/{run}"
+
+    instructions = InferenceInstructions(
+        dataset=dataset.name,
+        runs=[relative(run) for run in best.candidate.runs],
+        folds=fold_ids,
+        postprocessing=choice.steps,
+        ranking=[
+            {
+                "rank": rank,
+                "candidate": score.candidate.name,
+                "runs": [relative(run) for run in score.candidate.runs],
+                "mean_dice": score.mean,
+                "dice_per_class": {str(label): value for label, value in score.dice.items()},
+            }
+            for rank, score in enumerate(scores, start=1)
+        ],
+        skipped=[{"candidate": name, "reason": reason} for name, reason in skipped.items()],
+        cross_validation={
+            "cases": len(fold_of_case),
+            "mean_dice": foreground_dice(choice.dice_before),
+            "mean_dice_postprocessed": foreground_dice(choice.dice_after),
+            "dice_per_class": {str(label): value for label, value in choice.dice_before.items()},
+            "dice_per_class_postprocessed": {str(label): value for label, value in choice.dice_after.items()},
+        },
+    )
+    write_json(dataset_dir / INSTRUCTIONS_FILE, instructions.to_dict())
+    return instructions

@@ -1,0 +1,258 @@
+"""Evaluate a folder of predicted masks against reference masks; write ``summary.json`` and ``metrics.csv``.
+
+Files are matched by case name (the file name without its image ending). ``summary.json`` holds, per case
+and label, Dice, HD95, NSD and the voxel counts; per label the means over cases (NaNs left out, see
+``mambaseg.evaluation.metrics`` for the empty-mask rules); and ``foreground_mean``, the mean of the
+per-label means. NaN is written as ``null`` in JSON and as an empty cell in the CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from mambaseg.evaluation.metrics import DEFAULT_TOLERANCE_MM, METRICS, ClassScores, case_metrics, unscored
+from mambaseg.io import Image, image_extension, read_image
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+CSV_FILE = "metrics.csv"
+SCHEMA_VERSION = 1
+GEOMETRY_TOLERANCE = 1e-3
+
+
+class EvaluationError(ValueError):
+    """Predictions and references that cannot be compared."""
+
+
+@dataclass(frozen=True)
+class CasePair:
+    """A predicted and a reference mask of the same case."""
+
+    name: str
+    prediction: Path
+    reference: Path
+
+
+def case_name(path: Path) -> str | None:
+    """The file name without its image ending; None for a file that is not an image."""
+    try:
+        extension = image_extension(path)
+    except ValueError:
+        return None
+    return path.name[: -len(extension)]
+
+
+def _images_by_case(folder: Path) -> dict[str, Path]:
+    """Image files of a folder by case name (hidden files left out)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        name = case_name(path) if path.is_file() and not path.name.startswith(".") else None
+        if name is None:
+            continue
+        if name in found:
+            raise EvaluationError(f"{folder}: two files for case {name!r}: {found[name].name} and {path.name}")
+        found[name] = path
+    return found
+
+
+def match_files(prediction: Path, reference: Path) -> tuple[list[CasePair], list[Path]]:
+    """Pairs of files for the same case, and the prediction files without a reference.
+
+    ``prediction`` and ``reference`` are two folders, or two files (one case named after the reference).
+
+    Raises:
+        EvaluationError: a reference without a prediction, or nothing to compare.
+    """
+    if prediction.is_file() and reference.is_file():
+        return [CasePair(case_name(reference) or reference.name, prediction, reference)], []
+    for path in (prediction, reference):
+        if not path.exists():
+            raise EvaluationError(f"{path}: no such file or folder")
+        if not path.is_dir():
+            raise EvaluationError(f"{path}: a file; give two folders, or two files")
+    predicted, references = _images_by_case(prediction), _images_by_case(reference)
+    if not references:
+        raise EvaluationError(f"{reference}: no image files to evaluate against")
+    missing = sorted(set(references) - set(predicted))
+    if missing:
+        expected = prediction / references[missing[0]].name
+        raise EvaluationError(
+            f"{expected}: no prediction for reference {references[missing[0]]}"
+            + (f" ({len(missing)} cases missing: {', '.join(missing[:5])})" if len(missing) > 1 else "")
+        )
+    pairs = [CasePair(name, predicted[name], path) for name, path in references.items()]
+    return pairs, [path for name, path in predicted.items() if name not in references]
+
+
+def label_array(image: Image) -> np.ndarray:
+    """Voxels of a mask as integers (float files rounded)."""
+    array = image.array
+    return array if np.issubdtype(array.dtype, np.integer) else np.rint(array).astype(np.int32)
+
+
+def check_geometry(prediction: Image, reference: Image, prediction_file: Path, reference_file: Path) -> None:
+    """EvaluationError naming both files where shape, spacing, origin or direction differ."""
+    for attribute in ("shape", "spacing", "origin", "direction"):
+        pred = prediction.array.shape if attribute == "shape" else getattr(prediction, attribute)
+        ref = reference.array.shape if attribute == "shape" else getattr(reference, attribute)
+        same = pred == ref if attribute == "shape" else np.allclose(pred, ref, atol=GEOMETRY_TOLERANCE)
+        if not same:
+            raise EvaluationError(
+                f"{prediction_file}: {attribute} {tuple(np.round(pred, 4))} differs from the reference's "
+                f"{tuple(np.round(ref, 4))} ({reference_file})"
+            )
+
+
+def evaluate_pair(
+    pair: CasePair,
+    labels: Sequence[int] | None,
+    tolerance_mm: float | Mapping[int, float] = DEFAULT_TOLERANCE_MM,
+    ignore_label: int | None = None,
+) -> dict[int, ClassScores]:
+    """Scores of one case; without ``labels``, of every non-zero value in either mask."""
+    prediction, reference = read_image(pair.prediction), read_image(pair.reference)
+    check_geometry(prediction, reference, pair.prediction, pair.reference)
+    pred, ref = label_array(prediction), label_array(reference)
+    if labels is None:
+        labels = [int(v) for v in np.union1d(np.unique(pred), np.unique(ref)) if v != 0 and v != ignore_label]
+    return case_metrics(pred, ref, labels, reference.array_spacing, tolerance_mm, ignore_label)
+
+
+def class_means(
+    per_case: Mapping[str, Mapping[int, ClassScores]], labels: Sequence[int]
+) -> dict[int, dict[str, float]]:
+    """Mean of each metric per label over cases, NaNs left out (NaN where a label was never scored)."""
+    means = {}
+    for label in labels:
+        means[label] = {}
+        for metric in METRICS:
+            values = [scores[label][metric] for scores in per_case.values() if label in scores]
+            values = [v for v in values if not math.isnan(v)]
+            means[label][metric] = float(np.mean(values)) if values else math.nan
+    return means
+
+
+def foreground_mean(means: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+    """Mean of the per-label means of each metric, labels never scored left out."""
+    result = {}
+    for metric in METRICS:
+        values = [m[metric] for m in means.values() if not math.isnan(m[metric])]
+        result[metric] = float(np.mean(values)) if values else math.nan
+    return result
+
+
+def evaluate_folders(
+    prediction: str | Path,
+    reference: str | Path,
+    labels: Sequence[int] | None = None,
+    tolerance_mm: float | Mapping[int, float] = DEFAULT_TOLERANCE_MM,
+    ignore_label: int | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
+    """The summary (a JSON-ready dict) of predictions against references, folders or single files.
+
+    Args:
+        prediction: folder of predicted masks (or one file).
+        reference: folder of reference masks (or one file).
+        labels: labels to score; default: every non-zero value found in either mask of any case.
+        tolerance_mm: NSD tolerance for all labels, or one per label.
+        ignore_label: reference value left out of the scores.
+        workers: processes scoring cases in parallel.
+    """
+    prediction, reference = Path(prediction), Path(reference)
+    pairs, unmatched = match_files(prediction, reference)
+    for path in unmatched:
+        log.warning("%s: prediction without a reference in %s, not evaluated", path, reference)
+    score = partial(evaluate_pair, labels=labels, tolerance_mm=tolerance_mm, ignore_label=ignore_label)
+    if workers > 1 and len(pairs) > 1:
+        with ProcessPoolExecutor(min(workers, len(pairs)), mp_context=get_context("spawn")) as pool:
+            results = list(pool.map(score, pairs))
+    else:
+        results = [score(pair) for pair in pairs]
+    scored = sorted({label for result in results for label in result}) if labels is None else list(labels)
+    per_case = {
+        pair.name: {label: result.get(label, unscored()) for label in scored}
+        for pair, result in zip(pairs, results, strict=True)
+    }
+    means = class_means(per_case, scored)
+    tolerances = {label: tolerance_mm[label] if isinstance(tolerance_mm, Mapping) else tolerance_mm for label in scored}
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "prediction": str(prediction),
+        "reference": str(reference),
+        "labels": scored,
+        "tolerance_mm": {str(label): float(value) for label, value in tolerances.items()},
+        "cases": {
+            pair.name: {
+                "prediction_file": str(pair.prediction),
+                "reference_file": str(pair.reference),
+                "metrics": {str(label): scores for label, scores in per_case[pair.name].items()},
+            }
+            for pair in pairs
+        },
+        "mean": {str(label): values for label, values in means.items()},
+        "foreground_mean": foreground_mean(means),
+        "unmatched_predictions": [str(path) for path in unmatched],
+    }
+
+
+def _json_ready(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    return value
+
+
+def _write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", newline="") as file:
+            write(file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, content: Any) -> None:
+    """``content`` as indented JSON, NaN and infinity as null, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(_json_ready(content), indent=2, allow_nan=False) + "\n"
+    _write_atomically(path, lambda file: file.write(text))
+
+
+def write_summary(summary: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
+    """Write ``summary.json`` and ``metrics.csv`` (one row per case and label) into ``out_dir``."""
+    out_dir = Path(out_dir)
+    json_path, csv_path = out_dir / SUMMARY_FILE, out_dir / CSV_FILE
+    write_json(json_path, summary)
+    columns = ["case", "label", *METRICS, "n_pred", "n_ref"]
+
+    def write_rows(file: TextIO) -> None:
+        writer = csv.writer(file)
+        writer.writerow(columns)
+        for name, case in summary["cases"].items():
+            for label, scores in case["metrics"].items():
+                values = [scores[key] for key in columns[2:]]
+                writer.writerow([name, label, *("" if isinstance(v, float) and math.isnan(v) else v for v in values)])
+
+    _write_atomically(csv_path, write_rows)
+    return json_path, csv_path

@@ -30,6 +30,7 @@ COMMANDS: dict[str, str] = {
     "train": "cmd_train",
     "evaluate": "cmd_evaluate",
     "find-best": "cmd_find_best",
+    "predict": "cmd_predict",
 }
 
 

@@ -1,0 +1,195 @@
+"""Predicting many cases: background reading and writing, resumable outputs, splitting the work into parts.
+
+While the model predicts one case, a reader thread loads the next and a writer thread saves the
+previous one, so at most three cases are in memory. Every output is written to a temporary file in
+the output folder and renamed into place, so an interrupted run leaves no half-written file; a case
+whose outputs all exist is skipped (unless overwriting), so running the same command again resumes.
+
+Outputs of a case ``NAME``: ``NAME.nii.gz`` (the mask, in the input's geometry); with probabilities
+``NAME.npz`` (``probabilities``, float16, (k, *input array shape)) and ``NAME.json`` (classes and
+geometry); for DICOM input with DICOM-SEG ``NAME.dcm``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from mambaseg.inference.dicom_seg import build_dicom_seg
+from mambaseg.inference.inputs import InputCase, check_channels, load_case
+from mambaseg.inference.predictor import Prediction, Predictor
+from mambaseg.io import Image, write_image
+
+logger = logging.getLogger(__name__)
+
+MASK, PROBABILITIES, SIDECAR, DICOM_SEG = "mask", "probabilities", "sidecar", "dicom_seg"
+_ENDINGS = {MASK: ".nii.gz", PROBABILITIES: ".npz", SIDECAR: ".json", DICOM_SEG: ".dcm"}
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """What to write and whether to replace existing outputs."""
+
+    save_probabilities: bool = False
+    dicom_seg: bool = False
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What the outputs record about the model: its name, channels and class names."""
+
+    name: str
+    channel_names: Mapping[str, str]
+    label_names: Mapping[int, str]
+
+
+@dataclass
+class BatchSummary:
+    predicted: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def parts_from_environment() -> tuple[int, int]:
+    """(number of parts, this part) from torchrun's WORLD_SIZE and RANK; (1, 0) outside torchrun."""
+    return int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0))
+
+
+def select_part(cases: Sequence[InputCase], num_parts: int, part_id: int) -> list[InputCase]:
+    """Every ``num_parts``-th case by sorted name, starting at ``part_id``."""
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise ValueError(f"part {part_id} of {num_parts}: needs num_parts >= 1 and 0 <= part_id < num_parts")
+    return sorted(cases, key=lambda case: case.name)[part_id::num_parts]
+
+
+def case_outputs(case: InputCase, output_dir: Path, options: BatchOptions) -> dict[str, Path]:
+    """The files a case gets, by kind."""
+    kinds = [MASK]
+    if options.save_probabilities:
+        kinds += [PROBABILITIES, SIDECAR]
+    if options.dicom_seg and case.kind == "dicom":
+        kinds.append(DICOM_SEG)
+    return {kind: output_dir / f"{case.name}{_ENDINGS[kind]}" for kind in kinds}
+
+
+def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write through ``write`` into a temporary file beside ``path``, then rename it into place."""
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _sidecar(case: InputCase, mask: Image, run: RunInfo, n_classes: int) -> dict:
+    return {
+        "case": case.name,
+        "sources": [str(s) for s in case.sources],
+        "model": run.name,
+        "classes": [run.label_names.get(k, f"label {k}") for k in range(n_classes)],
+        "array_axes": "(class, *image array axes), image axes as in the mask: (z, y, x)",
+        "shape": list(mask.array.shape),
+        "spacing": list(mask.spacing),
+        "origin": list(mask.origin),
+        "direction": list(mask.direction),
+    }
+
+
+def write_outputs(case: InputCase, prediction: Prediction, outputs: Mapping[str, Path], run: RunInfo) -> None:
+    """Write the requested outputs of one case, the mask last."""
+    mask = prediction.mask
+    if PROBABILITIES in outputs:
+        probabilities = prediction.probabilities.astype(np.float16)
+        _atomic_write(outputs[PROBABILITIES], lambda f: np.savez_compressed(f, probabilities=probabilities))
+    if SIDECAR in outputs:
+        n_classes = len(prediction.probabilities) if prediction.probabilities is not None else len(run.label_names)
+        text = json.dumps(_sidecar(case, mask, run, n_classes), indent=2) + "\n"
+        _atomic_write(outputs[SIDECAR], lambda f: f.write(text.encode()))
+    if DICOM_SEG in outputs:
+        seg = build_dicom_seg(mask, case.sources[0], case.series_uid or "", run.label_names, run.name)
+        _atomic_write(outputs[DICOM_SEG], seg.save_as)
+    if MASK in outputs:
+        write_image(mask, outputs[MASK])
+
+
+def _write(
+    case: InputCase,
+    prediction: Prediction,
+    outputs: Mapping[str, Path],
+    run: RunInfo,
+    on_case: Callable[[str], None] | None,
+) -> None:
+    write_outputs(case, prediction, outputs, run)
+    if on_case:
+        on_case(case.name)
+
+
+def _read(case: InputCase, run: RunInfo) -> list[Image]:
+    images = load_case(case)
+    check_channels(case, run.channel_names, images)
+    return images
+
+
+def predict_cases(
+    predictor: Predictor,
+    cases: Sequence[InputCase],
+    output_dir: str | Path,
+    run: RunInfo,
+    options: BatchOptions | None = None,
+    on_case: Callable[[str], None] | None = None,
+) -> BatchSummary:
+    """Predict ``cases`` into ``output_dir``, skipping those whose outputs exist unless overwriting.
+
+    Args:
+        predictor: the model(s).
+        cases: what to predict.
+        output_dir: created when a case is to be written.
+        run: the model's name, channels and class names.
+        options: probabilities, DICOM-SEG, overwrite.
+        on_case: called with each case's name once it is done or skipped (a progress bar).
+    """
+    output_dir, options = Path(output_dir), options or BatchOptions()
+    summary = BatchSummary()
+    todo: list[tuple[InputCase, dict[str, Path]]] = []
+    for case in cases:
+        outputs = case_outputs(case, output_dir, options)
+        missing = outputs if options.overwrite else {k: p for k, p in outputs.items() if not p.exists()}
+        if missing:
+            todo.append((case, missing))
+        else:
+            summary.skipped.append(case.name)
+            if on_case:
+                on_case(case.name)
+    if summary.skipped:
+        logger.info("%d case(s) already predicted in %s, skipped", len(summary.skipped), output_dir)
+    if not todo:
+        return summary
+    output_dir.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, ThreadPoolExecutor(1, "write") as writer:
+        next_images = reader.submit(_read, todo[0][0], run)
+        writing: Future | None = None
+        for i, (case, outputs) in enumerate(todo):
+            images = next_images.result()
+            if i + 1 < len(todo):
+                next_images = reader.submit(_read, todo[i + 1][0], run)
+            prediction = predictor.predict(images, keep_probabilities=PROBABILITIES in outputs)
+            del images
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(_write, case, prediction, outputs, run, on_case)
+            summary.predicted.append(case.name)
+        writing.result()
+    return summary

@@ -1,0 +1,178 @@
+"""Finding the cases to predict in what the user passed: image files, folders of them, DICOM series.
+
+An input is one of:
+
+* an image file (NIfTI, NRRD, MHA, ...): one case named after the file;
+* a folder of image files: when every name ends in a channel suffix ``_XXXX`` (nnU-Net's
+  ``CASE_0000.nii.gz``) the files are grouped into cases by the part before it, else each file is a case;
+* a folder holding DICOM series: one case per series, named after the folder (several series in one
+  folder: after their SeriesInstanceUID);
+* a folder whose subfolders hold DICOM series: the same, per subfolder, named after the subfolder's
+  path relative to the input.
+
+Inputs are only read, never written.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from mambaseg.io import (
+    SUPPORTED_EXTENSIONS,
+    Image,
+    image_extension,
+    list_dicom_series,
+    read_dicom_series,
+    read_image_channels,
+)
+
+_CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
+
+
+class InputError(ValueError):
+    """Input that cannot be predicted; the message names the file or folder and the offending value."""
+
+
+@dataclass(frozen=True)
+class InputCase:
+    """One case to predict.
+
+    Attributes:
+        name: the output's name (``NAME.nii.gz``).
+        sources: the channel files in channel order, or the one DICOM folder.
+        kind: ``files`` or ``dicom``.
+        series_uid: the series to read from a DICOM folder that holds several.
+        grouped: the files are nnU-Net channel files (``_XXXX``), one channel each.
+    """
+
+    name: str
+    sources: tuple[Path, ...]
+    kind: Literal["files", "dicom"]
+    series_uid: str | None = None
+    grouped: bool = False
+
+
+def _stem(path: Path) -> str:
+    return path.name[: -len(image_extension(path))]
+
+
+def _is_image_file(path: Path) -> bool:
+    return path.is_file() and path.name.lower().endswith(SUPPORTED_EXTENSIONS) and not path.name.startswith(".")
+
+
+def _file_cases(folder: Path, files: list[Path]) -> list[InputCase]:
+    matches = [_CHANNEL_SUFFIX.match(_stem(f)) for f in files]
+    if not all(matches):
+        return [InputCase(_stem(f), (f,), "files") for f in files]
+    groups: dict[str, dict[int, Path]] = defaultdict(dict)
+    for file, match in zip(files, matches, strict=True):
+        channel = int(match["channel"])
+        if channel in groups[match["case"]]:
+            other = groups[match["case"]][channel]
+            raise InputError(f"{folder}: case {match['case']!r} has channel {channel} twice: {other.name}, {file.name}")
+        groups[match["case"]][channel] = file
+    cases = []
+    for name, channels in groups.items():
+        if sorted(channels) != list(range(len(channels))):
+            raise InputError(
+                f"{folder}: case {name!r} has channels {sorted(channels)}; expected _0000 to _{len(channels) - 1:04d}"
+            )
+        cases.append(InputCase(name, tuple(channels[c] for c in sorted(channels)), "files", grouped=True))
+    return cases
+
+
+def _dicom_cases(folder: Path, name: str, series_uid: str | None) -> list[InputCase]:
+    found = [s.uid for s in list_dicom_series(folder)]
+    if series_uid is not None:
+        found = [uid for uid in found if uid == series_uid]
+    if len(found) == 1:
+        return [InputCase(name, (folder,), "dicom", found[0])]
+    return [InputCase(uid, (folder,), "dicom", uid) for uid in found]
+
+
+def discover_cases(path: str | Path, series_uid: str | None = None) -> list[InputCase]:
+    """The cases in ``path`` (a file or folder, see the module docstring), sorted by name.
+
+    Args:
+        path: what the user passed as input.
+        series_uid: keep only the DICOM series with this SeriesInstanceUID.
+
+    Raises:
+        InputError: nothing to predict, a file of unknown type, inconsistent channel files, a series UID not
+            found, or two cases with one name.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file or folder")
+    if path.is_file():
+        if series_uid is not None:
+            raise InputError(f"{path}: an image file, not a DICOM series; series {series_uid!r} applies to DICOM input")
+        try:
+            return [InputCase(_stem(path), (path,), "files")]
+        except ValueError as err:
+            raise InputError(str(err)) from err
+    files = sorted(p for p in path.iterdir() if _is_image_file(p))
+    if files:
+        if series_uid is not None:
+            raise InputError(f"{path}: holds image files, not DICOM series; series {series_uid!r} applies to DICOM")
+        cases = _file_cases(path, files)
+    else:
+        cases = []
+        for folder, subfolders, _ in os.walk(path):
+            subfolders.sort()
+            relative = Path(folder).relative_to(path)
+            name = path.name if relative == Path(".") else "_".join(relative.parts)
+            cases.extend(_dicom_cases(Path(folder), name, series_uid))
+    if not cases:
+        what = f"no DICOM series {series_uid!r}" if series_uid else "no DICOM series"
+        raise InputError(
+            f"{path}: nothing to predict: no image files ({', '.join(SUPPORTED_EXTENSIONS)}) and {what} in it "
+            "or its subfolders"
+        )
+    names = [case.name for case in cases]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputError(f"{path}: several inputs would be written as {duplicates}; predict them separately")
+    return sorted(cases, key=lambda case: case.name)
+
+
+def load_case(case: InputCase) -> list[Image]:
+    """The channels of one case, in channel order."""
+    if case.kind == "dicom":
+        return [read_dicom_series(case.sources[0], case.series_uid)]
+    return [channel for source in case.sources for channel in read_image_channels(source)]
+
+
+def check_channels(case: InputCase, channel_names: dict[str, str], images: list[Image] | None = None) -> None:
+    """Raise InputError unless the case has one image per channel the run was trained on.
+
+    Without ``images`` only what is known before reading is checked: the number of channel files of a grouped
+    case, and that a DICOM series is one channel.
+    """
+    if images is not None:
+        count = len(images)
+    elif case.grouped or case.kind == "dicom":
+        count = len(case.sources)
+    else:
+        return
+    if count != len(channel_names):
+        expected = ", ".join(channel_names.values())
+        sources = ", ".join(str(s) for s in case.sources)
+        raise InputError(
+            f"case {case.name!r} ({sources}): {count} channel(s), the run expects {len(channel_names)} ({expected})"
+        )
+
+
+def check_output_folder(input_path: str | Path, output_dir: str | Path) -> None:
+    """Refuse an output folder that is the input folder or inside it (symlinks resolved), or the input file."""
+    source, target = Path(input_path).resolve(), Path(output_dir).resolve()
+    if target == source or source in target.parents:
+        where = "the" if target == source else "inside the"
+        raise InputError(f"output folder {output_dir} is {where} input {input_path}; choose another folder")
+    if target.exists() and not target.is_dir():
+        raise InputError(f"output folder {output_dir} exists and is not a folder")

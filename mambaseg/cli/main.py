@@ -22,6 +22,7 @@ WORKSPACE_ENV = "MAMBASEG_WORKSPACE"
 DEFAULT_WORKSPACE = "mambaseg_workspace"
 
 COMMANDS: dict[str, str] = {
+    "demo": "cmd_demo",
     "check": "cmd_check",
     "convert": "cmd_convert",
     "fingerprint": "cmd_fingerprint",

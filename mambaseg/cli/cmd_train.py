@@ -29,6 +29,7 @@ from mambaseg.planning.plans import PlansError
 from mambaseg.training.checkpoint import CheckpointError
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
+from mambaseg.training.validation_only import CHECKPOINTS, validate_checkpoint
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -48,6 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-gpus", type=int, default=1, help="launch this many DDP processes with torchrun")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower), same weights")
     parser.add_argument("--workers", type=int, default=None, help="processes for check and preprocessing")
+    parser.add_argument("--val", action="store_true", help="only validate the fold again from a saved checkpoint")
+    parser.add_argument(
+        "--val-checkpoint", choices=sorted(CHECKPOINTS), default="final", help="checkpoint --val uses (default: final)"
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value (see configs/train.yaml)")
 
 
@@ -129,8 +134,14 @@ def run(args: argparse.Namespace) -> int:
 
         plan = choose_plan(plans, args.configuration, args.network, replan)
         spec = RunSpec(args.workspace, dataset, plans, args.configuration, plan, args.fold)
+        if args.val:
+            summary = validate_checkpoint(spec, config, device, args.val_checkpoint)
+            console.print(
+                f"validation mean Dice {summary['mean_dice']:.4f}: {summary['dice_per_class']}", soft_wrap=True
+            )
+            return 0
         run_dir = train_fold(spec, config, device, args.continue_training)
-    except (PlansError, PlanningError, CheckpointError, ValueError) as error:
+    except (PlansError, PlanningError, CheckpointError, ValueError, OSError) as error:  # OSError: disk full
         console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
         return 1
     finally:

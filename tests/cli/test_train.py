@@ -52,6 +52,9 @@ def test_train_writes_a_complete_run_folder_and_refuses_to_overwrite_it(dataset,
     checkpoint = load_checkpoint(run / "checkpoint_final.pt")
     assert checkpoint.epoch == 2 and checkpoint.config["trainer"]["num_epochs"] == 2
     assert train(dataset, tmp_path) == 1  # a finished run is not overwritten
+    (run / "validation" / "summary.json").unlink()
+    assert train(dataset, tmp_path, "--val") == 0  # validating again from checkpoint_final gives the same scores
+    assert json.loads((run / "validation" / "summary.json").read_text()) == summary
 
 
 @pytest.mark.slow

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         plans = ensure_plans(console, dataset, args.workspace, args.workers)
         configurations = args.configurations or list(plans.configurations)
         preprocess_configurations(console, dataset, plans, args.workspace, configurations, args.workers, args.force)
-    except (PlansError, PlanningError, ValueError) as error:
+    except (PlansError, PlanningError, ValueError, OSError) as error:  # OSError: a read-only or full disk
         console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
         return 1
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -64,6 +65,24 @@ def read_image_channels(path: str | Path) -> list[Image]:
     return read_sitk_channels(path)
 
 
+def _remove_stale_staging(path: Path) -> None:
+    """Delete the temporary folders for ``path`` of writers killed mid-write (``.NAME.PID.*.tmp``, PID gone)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not _process_exists(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 @contextmanager
 def _atomic_destination(path: Path, overwrite: bool) -> Iterator[Path]:
     """A path in a temporary folder beside ``path``; on success its files replace their namesakes there.
@@ -73,7 +92,8 @@ def _atomic_destination(path: Path, overwrite: bool) -> Iterator[Path]:
     if not overwrite and path.exists():
         raise FileExistsError(f"{path}: exists and overwrite is off")
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    _remove_stale_staging(path)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield staging / path.name
         for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
@@ -90,8 +110,13 @@ def write_image(image: Image, path: str | Path, overwrite: bool = True) -> None:
     """
     path = Path(path)
     extension = image_extension(path)
-    with _atomic_destination(path, overwrite) as staged:
-        if extension in NIFTI_EXTENSIONS:
-            write_nifti(image, staged)
-        else:
-            write_sitk(image, staged, extension)
+    try:
+        with _atomic_destination(path, overwrite) as staged:
+            if extension in NIFTI_EXTENSIONS:
+                write_nifti(image, staged)
+            else:
+                write_sitk(image, staged, extension)
+    except OSError as err:
+        if err.filename or err.errno is None:  # already names the file
+            raise
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err  # a full disk names no file

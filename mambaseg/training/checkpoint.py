@@ -6,6 +6,7 @@ one never runs code. It is written atomically: a temp file in the same folder, f
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import pickle
@@ -172,11 +173,23 @@ def save_checkpoint(
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as err:
         Path(tmp_name).unlink(missing_ok=True)
+        if isinstance(err, OSError | RuntimeError) and not getattr(err, "filename", None):
+            raise _write_error(path, err) from err
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _write_error(path: Path, err: BaseException) -> OSError:
+    """An OSError naming the checkpoint; a full disk surfaces as torch's RuntimeError around an OSError without one."""
+    cause: BaseException | None = err
+    while cause is not None and not (isinstance(cause, OSError) and cause.errno):
+        cause = cause.__context__
+    if cause is None:
+        return OSError(errno.EIO, f"cannot write the checkpoint ({_first_line(err)})", str(path))
+    return OSError(cause.errno, f"cannot write the checkpoint: {cause.strerror}", str(path))
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -25,13 +25,14 @@ COMMANDS: dict[str, str] = {
     "demo": "cmd_demo",
     "check": "cmd_check",
     "convert": "cmd_convert",
-    "fingerprint": "cmd_fingerprint",
-    "plan": "cmd_plan",
-    "preprocess": "cmd_preprocess",
-    "train": "cmd_train",
     "evaluate": "cmd_evaluate",
     "find-best": "cmd_find_best",
+    "fingerprint": "cmd_fingerprint",
+    "plan": "cmd_plan",
     "predict": "cmd_predict",
+    "preprocess": "cmd_preprocess",
+    "pretrain": "cmd_pretrain",
+    "train": "cmd_train",
 }
 
 

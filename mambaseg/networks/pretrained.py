@@ -1,7 +1,8 @@
 """Loading VMamba ImageNet classification checkpoints into networks with a VSS encoder, in 2D or 3D.
 
 Accepted checkpoints: a path (read with ``torch.load(weights_only=True)``) or a state dict, either the
-weights themselves or a dict holding them under ``model`` (the official layout) or ``state_dict``.
+weights themselves or a dict holding them under ``model`` (the official layout), ``state_dict`` or ``encoder``
+(``encoder.pt`` of ``mambaseg pretrain``, whose keys are ``VSSEncoder``'s, i.e. VMamba v0's).
 Key names may be VMamba v0's (``patch_embed.proj``, ``layers.{i}.blocks.{j}.ln_1`` / ``.self_attention``,
 ``layers.{i}.downsample.reduction`` / ``.norm``) or v2's (``patch_embed.0`` / ``.2``, ``.norm`` / ``.op``).
 The classifier (``head``, the final ``norm``, v2's ``classifier``) is skipped.
@@ -77,7 +78,7 @@ def _read_state(checkpoint: str | Path | Mapping[str, torch.Tensor]) -> dict[str
                 f"load_pretrained: {path} holds more than tensors (weights_only=True refused it); load it yourself "
                 "from a source you trust and pass its state dict"
             ) from err
-    for holder in ("model", "state_dict"):
+    for holder in ("model", "state_dict", "encoder"):
         if isinstance(checkpoint.get(holder), Mapping):
             checkpoint = checkpoint[holder]
             break

@@ -1,9 +1,10 @@
 """One training run end to end: build the parts from the plan and config, train, then validate the fold.
 
 The config is the resolved hydra config (``configs/train.yaml``): ``trainer`` (schedule and
-optimiser presets), ``augmentation``, ``seed``, ``batch_size`` (None: the plan's), ``num_workers``,
-``oversample_foreground``, ``validation.step``. Under DDP each process trains on its own batches
-(the planned batch split over the processes) and only rank 0 writes.
+optimiser presets), ``augmentation``, ``network`` (fine-tuning from a pretrained encoder), ``seed``,
+``batch_size`` (None: the plan's), ``num_workers``, ``oversample_foreground``, ``validation.step``.
+Under DDP each process trains on its own batches (the planned batch split over the processes) and only
+rank 0 writes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from torch.nn.parallel import DistributedDataParallel
 from mambaseg.evaluation.dice import dice_per_class, mean_per_class
 from mambaseg.inference.predictor import Predictor
 from mambaseg.io import write_image
+from mambaseg.networks import load_pretrained
+from mambaseg.networks.vmamba_encoder import VSSEncoder
 from mambaseg.preprocessing import preprocessed_dir
 from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.checkpoint import load_checkpoint, restore_rng_state, restore_training_state, unwrap_model
@@ -44,6 +47,7 @@ log = logging.getLogger(__name__)
 
 LATEST = "checkpoint_latest.pt"
 FINAL = "checkpoint_final.pt"
+ENCODER_PREFIX = "encoder."
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -57,6 +61,51 @@ def _resume_from(run_dir: Path) -> Path | None:
         if (run_dir / name).is_file():
             return run_dir / name
     return None
+
+
+def prepare_fine_tuning(
+    model: torch.nn.Module, network_cfg: Mapping[str, Any], load: bool = True
+) -> tuple[dict[str, float], Callable[[int], None] | None]:
+    """Load ``network.pretrained`` into the encoder; return the optimiser's ``param_groups`` and the freezing hook.
+
+    Args:
+        model: the network, its VSS encoder under ``encoder``.
+        network_cfg: ``pretrained`` (an ``encoder.pt`` or an official VMamba file, or None),
+            ``freeze_encoder_epochs`` and ``encoder_lr_multiplier``.
+        load: load the pretrained weights (off when a checkpoint will overwrite them).
+
+    Returns:
+        ``{"encoder.": multiplier}`` (empty for 1), and the ``Trainer`` hook that keeps the encoder's parameters
+        out of training (``requires_grad=False``) for the first ``freeze_encoder_epochs`` epochs (None for 0).
+    """
+    pretrained = network_cfg.get("pretrained")
+    freeze_epochs = int(network_cfg.get("freeze_encoder_epochs") or 0)
+    multiplier = float(network_cfg.get("encoder_lr_multiplier", 1.0))
+    encoder = [p for name, p in model.named_parameters() if name.startswith(ENCODER_PREFIX)]
+    if (freeze_epochs or multiplier != 1.0) and not encoder:
+        raise ValueError(
+            f"network.freeze_encoder_epochs / encoder_lr_multiplier: {type(model).__name__} has no encoder"
+        )
+    if pretrained and not isinstance(getattr(model, "encoder", None), VSSEncoder):
+        raise ValueError(f"network.pretrained: {type(model).__name__} has no VSS encoder to load it into")
+    if pretrained and load:
+        if not Path(pretrained).is_file():
+            raise ValueError(f"network.pretrained: no file at {pretrained}")
+        report = load_pretrained(model, pretrained)
+        loaded = sum(key.startswith(ENCODER_PREFIX) for key in report.loaded)
+        total = sum(key.startswith(ENCODER_PREFIX) for key in model.state_dict())
+        if loaded == 0:
+            raise ValueError(f"network.pretrained: no tensor of {pretrained} matches the encoder of the network")
+        log.info("network.pretrained %s: %d of %d encoder tensors loaded", pretrained, loaded, total)
+
+    def freeze(epoch: int) -> None:
+        frozen = epoch < freeze_epochs
+        for param in encoder:
+            param.requires_grad_(not frozen)
+        if epoch in (0, freeze_epochs):
+            log.info("epoch %d: encoder %s", epoch, "frozen" if frozen else "trained")
+
+    return ({ENCODER_PREFIX: multiplier} if multiplier != 1.0 else {}), (freeze if freeze_epochs > 0 else None)
 
 
 def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, continue_training: bool = False) -> Path:
@@ -81,19 +130,25 @@ def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, c
 
     seed = int(config["seed"])
     torch.manual_seed(seed + rank)
-    model = build_network(plans, plan).to(device)
+    model = build_network(plans, plan)
+    encoder_groups, on_epoch_start = prepare_fine_tuning(model, config.get("network") or {}, checkpoint_path is None)
+    model = model.to(device)
     n_outputs = count_outputs(model, len(plans.channel_names), plan.patch_size)
     scales = None if n_outputs is None else [1.0 / 2**i for i in range(n_outputs)]
     loss = build_training_loss(
         plans.labels, spec.dataset.ignore_label, batch_dice=False, deep_supervision_scales=scales
     )
     settings = LoopSettings.from_config(config["trainer"])
-    optimizer, scheduler = build_optimization(
-        model, optimizer_config_for(plan.network, config["trainer"]), settings.num_epochs
-    )
+    optim_cfg = optimizer_config_for(plan.network, config["trainer"])
+    optim_cfg["optimizer"]["param_groups"] = encoder_groups
+    optimizer, scheduler = build_optimization(model, optim_cfg, settings.num_epochs)
     grad_scaler = torch.amp.GradScaler(device.type, enabled=settings.amp and device.type == "cuda")
     if world > 1:
-        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=on_epoch_start is not None,  # a frozen encoder gets no gradients
+        )
 
     train_names, val_names = fold_cases(spec.workspace, spec.dataset, spec.fold)
     folder = preprocessed_dir(spec.workspace, spec.dataset.name, spec.configuration)
@@ -142,6 +197,7 @@ def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, c
         writer,
         regions=regions_from_labels(plans.labels),
         ignore_label=spec.dataset.ignore_label,
+        on_epoch_start=on_epoch_start,
     )
     trainer.fit(start_epoch)
     if is_main:

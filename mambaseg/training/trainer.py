@@ -139,6 +139,7 @@ class Trainer:
         checkpoints: the main process's checkpoint writer (None elsewhere).
         regions: region-based training's classes per region, else None (softmax).
         ignore_label: label value excluded from the pseudo Dice.
+        on_epoch_start: called with the epoch number before each epoch trains (e.g. to freeze or unfreeze layers).
     """
 
     def __init__(
@@ -156,6 +157,7 @@ class Trainer:
         checkpoints: CheckpointWriter | None = None,
         regions: Sequence[Sequence[int]] | None = None,
         ignore_label: int | None = None,
+        on_epoch_start: Callable[[int], None] | None = None,
     ) -> None:
         self.model = model
         self.loss = loss
@@ -170,6 +172,7 @@ class Trainer:
         self.checkpoints = checkpoints
         self.regions = regions
         self.ignore_label = ignore_label
+        self.on_epoch_start = on_epoch_start
         self.use_amp = settings.amp and device.type == "cuda"
 
     def _to_device(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,6 +227,8 @@ class Trainer:
         """Train from ``start_epoch`` (0, or the epoch a checkpoint says) to the last epoch."""
         for epoch in range(start_epoch, self.settings.num_epochs):
             started = time.perf_counter()
+            if self.on_epoch_start is not None:
+                self.on_epoch_start(epoch)
             lr = self.optimizer.param_groups[0]["lr"]
             train_loss = self.train_epoch(epoch)
             val_loss, dice = self.validate_epoch(epoch)

@@ -1,0 +1,344 @@
+"""A classification pretraining run on an image folder: train, validate, checkpoint, export the encoder.
+
+Dimension letters: b batch, c channels, h height, w width, k classes.
+
+The config is the resolved ``configs/pretrain/default.yaml``. Every iteration mixes the batch (mixup /
+cutmix with label smoothing), takes an AdamW step on the soft-target cross entropy, steps the warm-up +
+cosine schedule and updates the EMA weights; every epoch reports validation loss, top-1 and top-5 (and of
+the EMA weights) and writes ``checkpoint_latest.pt``. The run folder then holds ``checkpoint_final.pt`` and
+``encoder.pt``. Under DDP (torchrun) each process trains on its shard of the images and only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from mambaseg.pretraining.data import ImageDataset, epoch_loader, scan_split, shard
+from mambaseg.pretraining.ema import ModelEma
+from mambaseg.pretraining.log import PretrainLog
+from mambaseg.pretraining.models import ENCODER_FILE, build_classifier, encoder_settings, export_encoder
+from mambaseg.pretraining.transforms import EvalTransform, MixupCutmix, TrainTransform, soft_cross_entropy
+from mambaseg.training.checkpoint import (
+    load_checkpoint,
+    restore_rng_state,
+    restore_training_state,
+    save_checkpoint,
+)
+from mambaseg.training.optim import build_optimizer, build_scheduler
+from mambaseg.training.run_log import epoch_progress
+
+log = logging.getLogger(__name__)
+
+LATEST = "checkpoint_latest.pt"
+FINAL = "checkpoint_final.pt"
+REFERENCE_BATCH = 1024
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> list[int]:
+    """How many of the (b, k) ``logits`` rank the true label among their top k, per k (k capped at the classes)."""
+    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # (b, max k)
+    hits = top == labels[:, None]
+    return [int(hits[:, :k].any(1).sum()) for k in ks]
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t.tolist()
+
+
+def _channel_stats(values: Sequence[float], in_channels: int, what: str) -> list[float]:
+    values = [float(v) for v in values]
+    if len(values) == in_channels:
+        return values
+    if len(values) == 3 and in_channels == 1:
+        return [sum(values) / 3]
+    raise ValueError(f"data.{what} has {len(values)} values for model.in_channels={in_channels}")
+
+
+@dataclass
+class Parts:
+    """What one process trains with."""
+
+    model: nn.Module
+    bare: nn.Module
+    ema: ModelEma | None
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    grad_scaler: torch.amp.GradScaler
+    mix: MixupCutmix
+
+
+class Pretraining:
+    """One pretraining run, set up from the config; ``fit`` trains it to the end.
+
+    Args:
+        image_folder: the folder with ``train/`` and ``val/``.
+        run_dir: where rank 0 writes.
+        network: a name from ``list_pretrain_models()``.
+        config: the resolved pretraining config (plain dict).
+        device: where to train.
+    """
+
+    def __init__(
+        self, image_folder: Path, run_dir: Path, network: str, config: Mapping[str, Any], device: torch.device
+    ) -> None:
+        self.rank, self.world = _rank_and_world()
+        self.image_folder, self.run_dir, self.network = image_folder, run_dir, network
+        self.config, self.device = dict(config), device
+        self.seed = int(config["seed"])
+        data, model_cfg = config["data"], config["model"]
+        self.in_channels = int(model_cfg["in_channels"])
+        train_split = scan_split(image_folder, "train")
+        val_split = scan_split(image_folder, "val", train_split.classes)
+        self.classes = train_split.classes
+        mean = _channel_stats(data["mean"], self.in_channels, "mean")
+        std = _channel_stats(data["std"], self.in_channels, "std")
+        size = int(data["image_size"])
+        train_transform = TrainTransform(
+            size, data["crop_scale"], data["crop_ratio"], data["hflip"], data["color_jitter"], mean, std
+        )
+        self.train_set = ImageDataset(train_split.samples, self.in_channels, train_transform, self.seed)
+        val_transform = EvalTransform(size, data["val_crop_fraction"], mean, std)
+        self.val_set = ImageDataset(val_split.samples, self.in_channels, val_transform, self.seed)
+        self.batch_size = max(1, math.ceil(int(config["batch_size"]) / self.world))
+        per_rank = len(shard(len(self.train_set), self.rank, self.world, 0, self.seed, shuffle=True))
+        self.steps_per_epoch = per_rank // self.batch_size
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {config['batch_size']} exceeds the {len(self.train_set)} training images of {image_folder}"
+            )
+        self.epochs = int(config["epochs"])
+        warmup = int(config["optimizer"]["warmup_epochs"])
+        if not 0 <= warmup < self.epochs:
+            raise ValueError(f"optimizer.warmup_epochs must be in [0, epochs={self.epochs}), got {warmup}")
+        self.use_amp = bool(config["amp"]) and device.type == "cuda"
+        self.encoder = encoder_settings(network, bool(model_cfg["tiny"]), **dict(model_cfg["kwargs"] or {}))
+
+    def build(self) -> Parts:
+        """Model, EMA, optimiser (learning rate scaled by the global batch), per-iteration schedule, mixing."""
+        torch.manual_seed(self.seed + self.rank)
+        bare = build_classifier(self.network, self.in_channels, len(self.classes), **self.encoder).to(self.device)
+        ema_cfg = self.config["ema"]
+        ema = ModelEma(bare, float(ema_cfg["decay"])) if ema_cfg["enabled"] else None
+        opt = self.config["optimizer"]
+        scale = self.batch_size * self.world / REFERENCE_BATCH
+        optimizer = build_optimizer(
+            "adamw",
+            bare,
+            lr=float(opt["base_lr"]) * scale,
+            weight_decay=float(opt["weight_decay"]),
+            betas=opt["betas"],
+            eps=float(opt["eps"]),
+        )
+        scheduler = build_scheduler(
+            "warmup_cosine",
+            optimizer,
+            self.epochs * self.steps_per_epoch,
+            warmup_steps=int(opt["warmup_epochs"]) * self.steps_per_epoch,
+            min_lr=float(opt["min_lr"]) * scale,
+        )
+        grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        mix_cfg = self.config["mix"]
+        mix = MixupCutmix(
+            len(self.classes),
+            mix_cfg["mixup_alpha"],
+            mix_cfg["cutmix_alpha"],
+            mix_cfg["prob"],
+            mix_cfg["switch_prob"],
+            self.config["label_smoothing"],
+        )
+        model = bare
+        if self.world > 1:
+            model = DistributedDataParallel(
+                bare, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        return Parts(model, bare, ema, optimizer, scheduler, grad_scaler, mix)
+
+    def train_epoch(self, parts: Parts, epoch: int) -> float:
+        """One epoch of training steps; the mean loss over processes."""
+        parts.model.train()
+        indices = shard(len(self.train_set), self.rank, self.world, epoch, self.seed, shuffle=True)
+        loader = epoch_loader(
+            self.train_set, indices, epoch, self.batch_size, int(self.config["num_workers"]), drop_last=True
+        )
+        rng = np.random.default_rng((self.seed, epoch, self.rank))
+        clip = self.config["grad_clip"]
+        total = 0.0
+        with epoch_progress(self.steps_per_epoch, f"epoch {epoch}", self.rank == 0) as bar:
+            for images, labels in loader:
+                images = images.to(self.device, non_blocking=True)  # (b, c, h, w)
+                labels = labels.to(self.device, non_blocking=True)  # (b,)
+                images, target = parts.mix(images, labels, rng)  # target (b, k)
+                with torch.autocast(self.device.type, enabled=self.use_amp):
+                    loss = soft_cross_entropy(parts.model(images), target)
+                parts.optimizer.zero_grad(set_to_none=True)
+                parts.grad_scaler.scale(loss).backward()
+                if clip is not None:
+                    parts.grad_scaler.unscale_(parts.optimizer)
+                    nn.utils.clip_grad_norm_(parts.model.parameters(), float(clip))
+                parts.grad_scaler.step(parts.optimizer)
+                parts.grad_scaler.update()
+                parts.scheduler.step()
+                if parts.ema is not None:
+                    parts.ema.update(parts.bare)
+                total += loss.item()
+                bar.advance(loss.item())
+        return _all_reduce_sum([total / self.steps_per_epoch], self.device)[0] / self.world
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module) -> tuple[float, float, float]:
+        """Validation loss, top-1 and top-5 accuracy (percent) over every process's share of ``val/``."""
+        model.eval()
+        indices = shard(len(self.val_set), self.rank, self.world, 0, self.seed, shuffle=False)
+        loader = epoch_loader(self.val_set, indices, 0, self.batch_size, int(self.config["num_workers"]), False)
+        loss_sum = top1 = top5 = count = 0.0
+        for images, labels in loader:
+            images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, enabled=self.use_amp):
+                logits = model(images).float()  # (b, k)
+            loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+            c1, c5 = topk_correct(logits, labels)
+            top1, top5, count = top1 + c1, top5 + c5, count + labels.shape[0]
+        loss_sum, top1, top5, count = _all_reduce_sum([loss_sum, top1, top5, count], self.device)
+        return loss_sum / count, 100 * top1 / count, 100 * top5 / count
+
+    def _save(self, parts: Parts, name: str, epoch: int, run_log: PretrainLog) -> Path:
+        extra = {
+            "ema": parts.ema.state_dict() if parts.ema is not None else None,
+            "run_log": run_log.state_dict(),
+            "network": self.network,
+            "classes": self.classes,
+        }
+        return save_checkpoint(
+            self.run_dir / name,
+            model=parts.bare,
+            optimizer=parts.optimizer,
+            scheduler=parts.scheduler,
+            grad_scaler=parts.grad_scaler,
+            epoch=epoch,
+            config=self.config,
+            extra=extra,
+        )
+
+    def _resume(self, parts: Parts, path: Path, run_log: PretrainLog | None) -> int:
+        checkpoint = load_checkpoint(path, map_location=self.device)
+        if checkpoint.extra.get("network") != self.network or checkpoint.extra.get("classes") != self.classes:
+            raise ValueError(
+                f"--continue: {path} pretrained {checkpoint.extra.get('network')!r} on other classes or another "
+                f"network than {self.network!r} on this folder"
+            )
+        start = restore_training_state(checkpoint, parts.bare, parts.optimizer, parts.scheduler, parts.grad_scaler)
+        restore_rng_state(checkpoint)
+        if parts.ema is not None:
+            parts.ema.load_state_dict(checkpoint.extra["ema"] or parts.bare.state_dict())
+        if run_log is not None:
+            run_log.load_state_dict(checkpoint.extra["run_log"])
+        log.info("resuming %s at epoch %d", path, start)
+        return start
+
+    def encoder_config(self) -> dict[str, Any]:
+        """The settings stored in ``encoder.pt`` beside the weights."""
+        return {
+            "network": self.network,
+            "spatial_dims": 2,
+            "in_channels": self.in_channels,
+            "num_classes": len(self.classes),
+            "classes": self.classes,
+            "encoder": self.encoder,
+            "weights": "ema" if self.config["export_ema"] and self.config["ema"]["enabled"] else "model",
+            "pretrain": self.config,
+        }
+
+    def fit(self, continue_training: bool = False) -> Path:
+        """Train to the last epoch (resuming ``checkpoint_latest.pt`` if asked), then write ``encoder.pt``."""
+        is_main = self.rank == 0
+        resume_from = next((self.run_dir / n for n in (LATEST, FINAL) if (self.run_dir / n).is_file()), None)
+        if continue_training and resume_from is None:
+            raise ValueError(f"--continue: {self.run_dir} has no checkpoint to resume from")
+        if not continue_training and (self.run_dir / FINAL).exists():
+            raise ValueError(f"{self.run_dir} holds a finished run; use --continue, or delete the folder to start over")
+        parts = self.build()
+        run_log = PretrainLog(self.run_dir) if is_main else None
+        try:
+            if is_main:
+                run_info = {"network": self.network, "image_folder": str(self.image_folder)}
+                (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml({**run_info, **self.config}))
+            start = self._resume(parts, resume_from, run_log) if continue_training else 0
+            for epoch in range(start, self.epochs):
+                self._epoch(parts, epoch, run_log)
+            if is_main:
+                self._save(parts, FINAL, self.epochs, run_log)
+                weights = parts.ema.module if self.encoder_config()["weights"] == "ema" else parts.bare
+                path = export_encoder(weights, self.run_dir / ENCODER_FILE, self.encoder_config())
+                log.info("wrote %s (best top-1 %.2f%%)", path, run_log.best_top1)
+        finally:
+            if run_log is not None:
+                run_log.close()
+        return self.run_dir
+
+    def _epoch(self, parts: Parts, epoch: int, run_log: PretrainLog | None) -> None:
+        started = time.perf_counter()
+        lr = parts.optimizer.param_groups[0]["lr"]
+        train_loss = self.train_epoch(parts, epoch)
+        val_loss, top1, top5 = self.evaluate(parts.model)
+        ema_top1 = ema_top5 = math.nan
+        if parts.ema is not None and self.config["ema"]["evaluate"]:
+            _, ema_top1, ema_top5 = self.evaluate(parts.ema.module)
+        if run_log is None:
+            return
+        run_log.log_epoch(
+            epoch,
+            train_loss=train_loss,
+            val_loss=val_loss,
+            top1=top1,
+            top5=top5,
+            ema_top1=ema_top1,
+            ema_top5=ema_top5,
+            lr=lr,
+            epoch_time=time.perf_counter() - started,
+        )
+        if (epoch + 1) % int(self.config["checkpoint_every"]) == 0:
+            self._save(parts, LATEST, epoch + 1, run_log)
+
+
+def pretrain(
+    image_folder: str | Path,
+    run_dir: str | Path,
+    network: str,
+    config: Mapping[str, Any],
+    device: torch.device,
+    continue_training: bool = False,
+) -> Path:
+    """Pretrain the classifier ``network`` on ``image_folder`` into ``run_dir``; returns the run folder.
+
+    Args:
+        image_folder: a folder with ``train/CLASS/*`` and ``val/CLASS/*`` images.
+        run_dir: the run folder (rank 0 writes it).
+        network: a name from ``list_pretrain_models()``.
+        config: the resolved pretraining config (plain dict).
+        device: where to train.
+        continue_training: resume from ``checkpoint_latest.pt`` (or the final one).
+    """
+    return Pretraining(Path(image_folder), Path(run_dir), network, config, device).fit(continue_training)

@@ -1,4 +1,9 @@
-"""Predict masks for new images: `mambaseg predict -i INPUT -o OUTPUT -m WORKSPACE/DATASET/runs/CONFIG__NETWORK`.
+"""Predict masks for new images with one run (-m RUN) or as find-best chose for a dataset (-d DATASET).
+
+``mambaseg predict -i INPUT -o OUTPUT -m WORKSPACE/DATASET/runs/CONFIG__NETWORK`` averages the folds of
+one run. ``mambaseg predict -i INPUT -o OUTPUT -d DATASET [--workspace W]`` follows
+``W/DATASET/inference_instructions.json`` (written by ``mambaseg find-best``): its runs and folds,
+their probabilities averaged, then its postprocessing.
 
 INPUT is an image file, a folder of image files (nnU-Net channel names ``CASE_0000.nii.gz`` are grouped
 into cases), a DICOM series folder, or a folder of DICOM series folders. Masks are written as
@@ -10,14 +15,25 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.text import Text
 
-from mambaseg.inference.batch import BatchOptions, RunInfo, parts_from_environment, predict_cases, select_part
+from mambaseg.cli.main import add_workspace_argument
+from mambaseg.inference.batch import (
+    BatchOptions,
+    CasePredictor,
+    RunInfo,
+    parts_from_environment,
+    predict_cases,
+    select_part,
+)
 from mambaseg.inference.dicom_seg import check_source_series
+from mambaseg.inference.ensemble import find_instructed_runs, make_ensemble_predictor
 from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
 from mambaseg.inference.runs import CHECKPOINTS, find_run, make_predictor, resolve_device
 
@@ -25,8 +41,18 @@ from mambaseg.inference.runs import CHECKPOINTS, find_run, make_predictor, resol
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="image file, folder of images, or DICOM series folder(s)")
     parser.add_argument("-o", "--output", required=True, help="folder for the masks (not inside the input)")
-    parser.add_argument("-m", "--model", required=True, help="run folder WORKSPACE/DATASET/runs/CONFIG__NETWORK")
-    parser.add_argument("-f", "--folds", nargs="+", help="folds to average, e.g. 0 1 2 (default: every trained fold)")
+    model = parser.add_mutually_exclusive_group(required=True)
+    model.add_argument("-m", "--model", help="one run: its folder WORKSPACE/DATASET/runs/CONFIG__NETWORK")
+    model.add_argument(
+        "-d",
+        "--dataset",
+        help="predict as `mambaseg find-best DATASET` chose: the runs, folds and postprocessing of "
+        "WORKSPACE/DATASET/inference_instructions.json",
+    )
+    add_workspace_argument(parser)
+    parser.add_argument(
+        "-f", "--folds", nargs="+", help="with -m: folds to average, e.g. 0 1 2 (default: every trained fold)"
+    )
     parser.add_argument("--checkpoint", choices=list(CHECKPOINTS), default="final", help="which checkpoint per fold")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz (float16) and CASE.json")
@@ -48,6 +74,20 @@ def _parts(args: argparse.Namespace) -> tuple[int, int]:
     if num_parts < 1 or not 0 <= part_id < num_parts:
         raise ValueError(f"--num-parts {num_parts} --part-id {part_id}: needs 0 <= part-id < num-parts")
     return num_parts, part_id
+
+
+def _find_model(args: argparse.Namespace) -> tuple[Callable[..., CasePredictor], RunInfo]:
+    """What ``-m`` or ``-d`` names, checked on disk: a function building its predictor, and what outputs record."""
+    if args.model is not None:
+        trained = find_run(args.model, args.folds, args.checkpoint)
+        info = RunInfo(trained.run_dir.name, trained.plans.channel_names, trained.label_names)
+        return partial(make_predictor, trained), info
+    if args.folds:
+        raise ValueError(f"--folds {' '.join(args.folds)}: with -d the instructions choose the folds; use -m RUN")
+    instructed = find_instructed_runs(args.workspace, args.dataset, args.checkpoint)
+    first = instructed.runs[0]
+    info = RunInfo(instructed.name, first.plans.channel_names, first.label_names)
+    return partial(make_ensemble_predictor, instructed), info
 
 
 def _check_dicom_seg_sources(console: Console, cases: list[InputCase]) -> None:
@@ -79,16 +119,15 @@ def run(args: argparse.Namespace) -> int:
         num_parts, part_id = _parts(args)
         check_output_folder(args.input, output)
         cases = discover_cases(args.input, args.series)
-        trained = find_run(args.model, args.folds, args.checkpoint)
+        build_predictor, info = _find_model(args)
         for case in cases:
-            check_channels(case, trained.plans.channel_names)
+            check_channels(case, info.channel_names)
         cases = select_part(cases, num_parts, part_id)
         if args.dicom_seg:
             _check_dicom_seg_sources(console, cases)
             if not args.verbose:
                 logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every attribute it copies
-        predictor = make_predictor(trained, resolve_device(args.device), not args.no_mirroring, args.step)
-        info = RunInfo(trained.run_dir.name, trained.plans.channel_names, trained.label_names)
+        predictor = build_predictor(resolve_device(args.device), not args.no_mirroring, args.step)
         options = BatchOptions(args.save_probabilities, args.dicom_seg, args.overwrite)
         with _progress(console) as progress:
             task = progress.add_task("predict", total=len(cases), case="")

@@ -20,19 +20,25 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 import numpy as np
 
 from mambaseg.inference.dicom_seg import build_dicom_seg
 from mambaseg.inference.inputs import InputCase, check_channels, load_case
-from mambaseg.inference.predictor import Prediction, Predictor
+from mambaseg.inference.predictor import Prediction
 from mambaseg.io import Image, write_image
 
 logger = logging.getLogger(__name__)
 
 MASK, PROBABILITIES, SIDECAR, DICOM_SEG = "mask", "probabilities", "sidecar", "dicom_seg"
 _ENDINGS = {MASK: ".nii.gz", PROBABILITIES: ".npz", SIDECAR: ".json", DICOM_SEG: ".dcm"}
+
+
+class CasePredictor(Protocol):
+    """What predicts one case: a ``Predictor`` (one run's folds) or an ``EnsemblePredictor`` (several runs)."""
+
+    def predict(self, images: Sequence[Image], keep_probabilities: bool = False) -> Prediction: ...
 
 
 @dataclass(frozen=True)
@@ -144,7 +150,7 @@ def _read(case: InputCase, run: RunInfo) -> list[Image]:
 
 
 def predict_cases(
-    predictor: Predictor,
+    predictor: CasePredictor,
     cases: Sequence[InputCase],
     output_dir: str | Path,
     run: RunInfo,
@@ -154,7 +160,7 @@ def predict_cases(
     """Predict ``cases`` into ``output_dir``, skipping those whose outputs exist unless overwriting.
 
     Args:
-        predictor: the model(s).
+        predictor: the model(s): one run's folds, or the runs of an ensemble.
         cases: what to predict.
         output_dir: created when a case is to be written.
         run: the model's name, channels and class names.

@@ -21,6 +21,27 @@ from mambaseg.inference.sliding_window import sliding_window_predict
 from mambaseg.io import Image
 from mambaseg.preprocessing.case import PreprocessingSpec, preprocess_image_for_inference, restore_to_original
 
+ARGMAX_SLAB = 8
+
+
+def softmax_(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the classes of logits (k, *case), in place: no second volume of k classes is allocated."""
+    logits -= logits.amax(0, keepdim=True)
+    logits.exp_()
+    logits /= logits.sum(0, keepdim=True)
+    return logits
+
+
+def argmax_labels(probabilities: np.ndarray) -> np.ndarray:
+    """The most probable class of each voxel of (k, *input), as uint8 (uint16 from 256 classes).
+
+    Computed in slabs along the first image axis, so no int64 index volume of the whole image is made.
+    """
+    mask = np.empty(probabilities.shape[1:], dtype=np.uint8 if len(probabilities) < 256 else np.uint16)
+    for start in range(0, mask.shape[0], ARGMAX_SLAB):
+        mask[start : start + ARGMAX_SLAB] = probabilities[:, start : start + ARGMAX_SLAB].argmax(0)
+    return mask
+
 
 @dataclass
 class Prediction:
@@ -77,8 +98,10 @@ class Predictor:
                 self.batch_size,
                 self.device,
             )
-        slices = [self._logits(model, image[:, z]) for z in range(image.shape[1])]
-        return torch.stack(slices, dim=1)
+        logits = torch.empty((self.num_classes, *image.shape[1:]), dtype=torch.float32, device=image.device)
+        for z in range(image.shape[1]):
+            logits[:, z] = self._logits(model, image[:, z])  # one slice at a time: no list of slices to stack
+        return logits
 
     @torch.no_grad()
     def probabilities(self, data: np.ndarray) -> np.ndarray:
@@ -86,13 +109,20 @@ class Predictor:
         image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
         total = None
         for model in self.models:
-            probs = torch.softmax(self._logits(model, image), dim=0)
-            total = probs if total is None else total + probs
-        return (total / len(self.models)).numpy()
+            probs = softmax_(self._logits(model, image))
+            total = probs if total is None else total.add_(probs)
+            del probs
+        return total.div_(len(self.models)).numpy()
+
+    def input_probabilities(self, images: Sequence[Image]) -> np.ndarray:
+        """Softmax probabilities (k, *input) of one case given as one Image per channel, in the input's geometry."""
+        data, properties = preprocess_image_for_inference(images, self.spec)
+        probabilities = self.probabilities(data)  # (k, *case)
+        del data  # not needed while restoring, which makes a second volume of k classes
+        return restore_to_original(probabilities, properties)
 
     def predict(self, images: Sequence[Image], keep_probabilities: bool = False) -> Prediction:
         """The mask (and, if asked, the probabilities) of one case given as one Image per channel."""
-        data, properties = preprocess_image_for_inference(images, self.spec)
-        probabilities = restore_to_original(self.probabilities(data), properties)  # (k, *input)
-        mask = probabilities.argmax(0).astype(np.uint8 if self.num_classes < 256 else np.uint16)
+        probabilities = self.input_probabilities(images)  # (k, *input)
+        mask = argmax_labels(probabilities)
         return Prediction(images[0].with_array(mask), probabilities if keep_probabilities else None)

@@ -76,7 +76,7 @@ def predict_logits(model: nn.Module, patches: torch.Tensor, mirror_axes: Sequenc
         out = out.float()
         out = out.flip(dims) if dims else out
         total = out if total is None else total + out
-    return total / len(combos)
+    return total / len(combos) if len(combos) > 1 else total
 
 
 @torch.no_grad()
@@ -127,7 +127,7 @@ def sliding_window_predict(
         if out.shape[1] != num_classes:
             raise ValueError(f"sliding window: the model gave {out.shape[1]} channels, expected {num_classes}")
         for w, window_logits in zip(windows, out, strict=True):
-            logits[(slice(None), *w)] += window_logits * weight
+            logits[(slice(None), *w)].addcmul_(window_logits, weight)  # no temporary of the weighted window
             counts[w] += weight
     logits /= counts
     crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pad, spatial, strict=True))

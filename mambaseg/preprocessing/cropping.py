@@ -92,8 +92,11 @@ def paste_into(cropped: np.ndarray, bbox: BBox, shape: tuple[int, ...], fill: np
         fill: Value outside the box; an array broadcasts over the leading axes (one value per channel).
 
     Returns:
-        ``(..., z, y, x)`` with the dtype of ``cropped``.
+        ``(..., z, y, x)`` with the dtype of ``cropped``; ``cropped`` itself, not a copy, when the box is the
+        whole shape (no second volume of probabilities for an uncropped CT).
     """
+    if [list(pair) for pair in bbox] == [[0, size] for size in shape]:
+        return cropped
     leading = cropped.shape[: cropped.ndim - len(shape)]
     full = np.empty((*leading, *shape), dtype=cropped.dtype)
     full[...] = np.reshape(fill, np.shape(fill) + (1,) * len(shape)) if np.ndim(fill) else fill

@@ -55,3 +55,4 @@ def test_paste_into_inverts_the_crop_with_a_fill_per_channel():
     assert full.shape == (2, 5, 6)
     assert np.array_equal(full[:, 1:4, 2:5], data[:, 1:4, 2:5])
     assert (full[0, 0] == 7).all() and (full[1, :, 0] == 8).all()
+    assert paste_into(data, [[0, 5], [0, 6]], (5, 6), fill=0) is data

@@ -41,14 +41,15 @@ NNUNET_PYTHON = Path("/tmp/nnunet_venv/bin/python")
 
 NNUNET_PROGRAM = textwrap.dedent(
     """
-    import statistics, sys, time, torch
+    import os, statistics, sys, time, torch
     from batchgenerators.utilities.file_and_folder_operations import load_json
     from nnunetv2.paths import nnUNet_preprocessed
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     batch, warmup, iterations = (int(a) for a in sys.argv[1:4])
-    folder = nnUNet_preprocessed + "/Dataset004_Hippocampus"
+    folder = os.path.join(os.fspath(nnUNet_preprocessed), "Dataset004_Hippocampus")
     plans = load_json(folder + "/nnUNetPlans.json")
     plans["configurations"]["3d_fullres"]["batch_size"] = batch
+    plans["continue_training"] = False  # what run_training.py adds before building the trainer
     trainer = nnUNetTrainer(plans, "3d_fullres", 0, load_json(folder + "/dataset.json"), device=torch.device("cpu"))
     trainer.on_train_start()
     times = []

@@ -5,7 +5,10 @@ preprocessed Task04_Hippocampus, for each network given. nnU-Net: ``nnUNetTraine
 ``next(dataloader_train)`` with the 3d_fullres plan's batch size set to ours, run in its own venv
 (``/tmp/nnunet_venv``: ``pip install torch==2.13.0`` then ``pip install nnunetv2 torch==2.13.0``),
 on the data its ``nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres`` wrote under ``--nnunet-root``.
-Both after warm-up iterations, median of the timed ones, on the CPU with all threads.
+Both time ``train_step`` alone (forward, loss, backward, optimiser step) on a batch built before the clock
+starts, as background workers build it in training; after warm-up iterations, median of the timed ones, on the
+CPU with all threads. nnU-Net runs twice: with its default plans (``PlainConvUNet``) and its ResEnc M plans
+(``ResidualEncoderUNet``, the topology of our ``unet_resenc`` plan), both with the same patch.
 
 Usage: python scripts/bench_train.py --workspace WS [--dataset ../shared/data/Task04_Hippocampus]
            [--networks umamba_bot unet_resenc] [--batch-size 2] [--iterations 10] [--nnunet-root /tmp/nnu]
@@ -38,6 +41,8 @@ from mambaseg.training.trainer import LoopSettings, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 NNUNET_PYTHON = Path("/tmp/nnunet_venv/bin/python")
+# nnU-Net's plans files to time its trainer with, and the network each gives
+NNUNET_PLANS = {"nnUNetPlans": "PlainConvUNet", "nnUNetResEncUNetMPlans": "ResEnc M"}
 
 NNUNET_PROGRAM = textwrap.dedent(
     """
@@ -47,15 +52,16 @@ NNUNET_PROGRAM = textwrap.dedent(
     from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
     batch, warmup, iterations = (int(a) for a in sys.argv[1:4])
     folder = os.path.join(os.fspath(nnUNet_preprocessed), "Dataset004_Hippocampus")
-    plans = load_json(folder + "/nnUNetPlans.json")
+    plans = load_json(folder + "/" + sys.argv[4] + ".json")
     plans["configurations"]["3d_fullres"]["batch_size"] = batch
     plans["continue_training"] = False  # what run_training.py adds before building the trainer
     trainer = nnUNetTrainer(plans, "3d_fullres", 0, load_json(folder + "/dataset.json"), device=torch.device("cpu"))
     trainer.on_train_start()
     times = []
     for i in range(warmup + iterations):
+        batch = next(trainer.dataloader_train)
         start = time.perf_counter()
-        trainer.train_step(next(trainer.dataloader_train))
+        trainer.train_step(batch)
         times.append(time.perf_counter() - start)
     print("PATCH", trainer.configuration_manager.patch_size, "BATCH", trainer.batch_size)
     print("SECONDS_PER_ITERATION", statistics.median(times[warmup:]))
@@ -93,14 +99,16 @@ def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: 
     model.train()
     times = []
     for step in range(warmup + iterations):
+        batch = batches[step]  # built before the clock starts: in training, background workers build it
         start = time.perf_counter()
-        trainer.train_step(batches[step])
+        trainer.train_step(batch)
         times.append(time.perf_counter() - start)
     return statistics.median(times[warmup:])
 
 
-def nnunet(root: Path, batch: int, warmup: int, iterations: int) -> float | None:
-    if not NNUNET_PYTHON.exists() or not (root / "pre" / "Dataset004_Hippocampus" / "nnUNetPlans.json").exists():
+def nnunet(root: Path, plans: str, batch: int, warmup: int, iterations: int) -> float | None:
+    """Seconds per iteration of ``nnUNetTrainer`` with the plans file ``plans`` (its name without ``.json``)."""
+    if not NNUNET_PYTHON.exists() or not (root / "pre" / "Dataset004_Hippocampus" / f"{plans}.json").exists():
         print(f"nnU-Net: skipped ({NNUNET_PYTHON} or its preprocessed data under {root} is missing)")
         return None
     env = {
@@ -113,11 +121,11 @@ def nnunet(root: Path, batch: int, warmup: int, iterations: int) -> float | None
     if not (root / "pre" / "Dataset004_Hippocampus" / "nnUNetPlans_3d_fullres").is_dir():
         preprocess = [str(NNUNET_PYTHON.parent / "nnUNetv2_preprocess"), "-d", "4", "-c", "3d_fullres", "-np", "2"]
         subprocess.run(preprocess, env=env, check=True, capture_output=True)
-    command = [str(NNUNET_PYTHON), "-c", NNUNET_PROGRAM, str(batch), str(warmup), str(iterations)]
+    command = [str(NNUNET_PYTHON), "-c", NNUNET_PROGRAM, str(batch), str(warmup), str(iterations), plans]
     out = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout
     for line in out.splitlines():
         if line.startswith("PATCH"):
-            print(f"nnU-Net: {line}")
+            print(f"nnU-Net {plans}: {line}")
         if line.startswith("SECONDS_PER_ITERATION"):
             return float(line.split()[1])
     raise RuntimeError(f"nnU-Net benchmark printed no timing:\n{out}")
@@ -138,15 +146,17 @@ def main() -> None:
     rows = [
         (n, ours(args.workspace, args.dataset, n, args.batch_size, args.warmup, args.iterations)) for n in args.networks
     ]
-    reference = nnunet(args.nnunet_root, args.batch_size, args.warmup, args.iterations)
+    references = {
+        plans: nnunet(args.nnunet_root, plans, args.batch_size, args.warmup, args.iterations) for plans in NNUNET_PLANS
+    }
     print(f"\nCPU, {torch.get_num_threads()} threads, batch {args.batch_size}, 3d_fullres patch of the plan\n")
-    print("| trainer | s / iteration | ratio to nnU-Net |")
-    print("|---|---|---|")
+    print("| trainer | s / iteration | " + " | ".join(f"ratio to {NNUNET_PLANS[p]}" for p in NNUNET_PLANS) + " |")
+    print("|---|---|" + "---|" * len(NNUNET_PLANS))
+    rows += [(f"nnU-Net 2.8.1 {NNUNET_PLANS[p]}", seconds) for p, seconds in references.items() if seconds]
     for name, seconds in rows:
-        ratio = f"{seconds / reference:.2f}" if reference else "—"
-        print(f"| mambaseg {name} | {seconds:.2f} | {ratio} |")
-    if reference:
-        print(f"| nnU-Net 2.8.1 nnUNetTrainer (3d_fullres) | {reference:.2f} | 1.00 |")
+        ratios = [f"{seconds / reference:.2f}" if reference else "—" for reference in references.values()]
+        label = name if name.startswith("nnU-Net") else f"mambaseg {name}"
+        print(f"| {label} | {seconds:.2f} | {' | '.join(ratios)} |")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mambaseg.io.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,9 @@ def load_or_create_splits(
         logger.info("using the %d folds of %s", len(splits), path)
         return splits
     splits = make_splits(names, n_folds, seed)
-    _write_json_atomically(path, splits)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(splits, indent=2) + "\n"
+    write_atomically(path, lambda file: file.write(text.encode("utf-8")))
     logger.info("wrote %d folds (seed %d) to %s", n_folds, seed, path)
     return splits
 
@@ -108,16 +110,3 @@ def read_splits(path: Path, case_names: Iterable[str]) -> list[Split]:
             raise SplitsError(f"{path}: fold {fold} has cases in both 'train' and 'val': {both[:5]}")
         splits.append({"train": list(entry["train"]), "val": list(entry["val"])})
     return splits
-
-
-def _write_json_atomically(path: Path, content: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as file:
-            json.dump(content, file, indent=2)
-            file.write("\n")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

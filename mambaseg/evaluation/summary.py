@@ -9,23 +9,23 @@ per-label means. NaN is written as ``null`` in JSON and as an empty cell in the 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
-import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import numpy as np
 
 from mambaseg.evaluation.metrics import DEFAULT_TOLERANCE_MM, METRICS, ClassScores, case_metrics, unscored
 from mambaseg.io import Image, image_extension, read_image
+from mambaseg.io.atomic import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -221,22 +221,11 @@ def _json_ready(value: Any) -> Any:
     return value
 
 
-def _write_atomically(path: Path, write: Callable[[TextIO], object]) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", newline="") as file:
-            write(file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, content: Any) -> None:
     """``content`` as indented JSON, NaN and infinity as null, written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(_json_ready(content), indent=2, allow_nan=False) + "\n"
-    _write_atomically(path, lambda file: file.write(text))
+    write_atomically(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def write_summary(summary: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
@@ -246,13 +235,12 @@ def write_summary(summary: Mapping[str, Any], out_dir: str | Path) -> tuple[Path
     write_json(json_path, summary)
     columns = ["case", "label", *METRICS, "n_pred", "n_ref"]
 
-    def write_rows(file: TextIO) -> None:
-        writer = csv.writer(file)
-        writer.writerow(columns)
-        for name, case in summary["cases"].items():
-            for label, scores in case["metrics"].items():
-                values = [scores[key] for key in columns[2:]]
-                writer.writerow([name, label, *("" if isinstance(v, float) and math.isnan(v) else v for v in values)])
-
-    _write_atomically(csv_path, write_rows)
+    rows = io.StringIO(newline="")
+    writer = csv.writer(rows)
+    writer.writerow(columns)
+    for name, case in summary["cases"].items():
+        for label, scores in case["metrics"].items():
+            values = [scores[key] for key in columns[2:]]
+            writer.writerow([name, label, *("" if isinstance(v, float) and math.isnan(v) else v for v in values)])
+    write_atomically(csv_path, lambda file: file.write(rows.getvalue().encode("utf-8")))
     return json_path, csv_path

@@ -8,30 +8,22 @@ Create it on rank 0 only; while it is open, the ``mambaseg`` loggers write INFO 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import math
 import os
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mambaseg.io.atomic import write_atomically
+from mambaseg.training.run_log import LogFile
+
 logger = logging.getLogger(__name__)
 
 FIELDS = ("epoch", "train_loss", "val_loss", "top1", "top5", "ema_top1", "ema_top5", "lr", "epoch_time")
-
-
-def _replace_atomically(path: Path, write) -> None:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 class PretrainLog:
@@ -47,13 +39,7 @@ class PretrainLog:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.plot = plot
         self.records: list[dict[str, float]] = []
-        self._handler = logging.FileHandler(self.run_dir / "training.log", encoding="utf-8")
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        package_logger = logging.getLogger("mambaseg")
-        self._previous_level = package_logger.level
-        if package_logger.getEffectiveLevel() > logging.INFO:
-            package_logger.setLevel(logging.INFO)
-        package_logger.addHandler(self._handler)
+        self._log_file = LogFile(self.run_dir / "training.log")
 
     @property
     def best_top1(self) -> float:
@@ -75,9 +61,9 @@ class PretrainLog:
         del self.records[epoch:]
         record = {"epoch": epoch, **{k: float(metrics[k]) for k in FIELDS[1:]}}
         self.records.append(record)
-        _replace_atomically(self.run_dir / "metrics.csv", self._write_csv)
+        write_atomically(self.run_dir / "metrics.csv", self._write_csv)
         if self.plot:
-            _replace_atomically(self.run_dir / "progress.png", self._draw)
+            write_atomically(self.run_dir / "progress.png", self._draw)
         logger.info(
             "epoch %d: train loss %.4f, val loss %.4f, top-1 %.2f%%, top-5 %.2f%%, EMA top-1 %.2f%%, lr %.3g, %.1f s",
             epoch,
@@ -91,13 +77,14 @@ class PretrainLog:
         )
         return record
 
-    def _write_csv(self, path: Path) -> None:
-        with path.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(FIELDS)
-            writer.writerows([r[k] for k in FIELDS] for r in self.records)
+    def _write_csv(self, handle: BinaryIO) -> None:
+        rows = io.StringIO(newline="")
+        writer = csv.writer(rows)
+        writer.writerow(FIELDS)
+        writer.writerows([r[k] for k in FIELDS] for r in self.records)
+        handle.write(rows.getvalue().encode("utf-8"))
 
-    def _draw(self, path: Path) -> None:
+    def _draw(self, handle: BinaryIO) -> None:
         epochs = [r["epoch"] for r in self.records]
         figure = Figure(figsize=(10, 12), dpi=100)
         FigureCanvasAgg(figure)
@@ -116,7 +103,7 @@ class PretrainLog:
             ax.set_xlabel("epoch")
             ax.legend(loc="best")
         figure.tight_layout()
-        figure.savefig(path, format="png")
+        figure.savefig(handle, format="png")
 
     def state_dict(self) -> dict[str, Any]:
         """The history as plain types, for a checkpoint's ``extra``."""
@@ -128,7 +115,4 @@ class PretrainLog:
 
     def close(self) -> None:
         """Detach the ``training.log`` handler."""
-        package_logger = logging.getLogger("mambaseg")
-        package_logger.removeHandler(self._handler)
-        package_logger.setLevel(self._previous_level)
-        self._handler.close()
+        self._log_file.close()

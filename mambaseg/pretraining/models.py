@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 import mambaseg
+from mambaseg.io.atomic import write_atomically
 from mambaseg.networks import list_networks, network_entry
 from mambaseg.networks.vmamba_encoder import VMambaClassifier
 
@@ -96,14 +96,5 @@ def export_encoder(model: torch.nn.Module, path: str | os.PathLike, config: Mapp
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"encoder": encoder_state(model), "config": dict(config), "version": mambaseg.__version__}
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda handle: torch.save(payload, handle), durable=True)
     return path

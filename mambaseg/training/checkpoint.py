@@ -11,7 +11,6 @@ import logging
 import os
 import pickle
 import random
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import mambaseg
+from mambaseg.io.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -166,19 +166,12 @@ def save_checkpoint(
     }
     _check_plain(payload, "checkpoint")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException as err:
-        Path(tmp_name).unlink(missing_ok=True)
-        if isinstance(err, OSError | RuntimeError) and not getattr(err, "filename", None):
+        write_atomically(path, lambda handle: torch.save(payload, handle), durable=True)
+    except (OSError, RuntimeError) as err:
+        if not getattr(err, "filename", None):
             raise _write_error(path, err) from err
         raise
-    _fsync_dir(path.parent)
     return path
 
 
@@ -190,19 +183,6 @@ def _write_error(path: Path, err: BaseException) -> OSError:
     if cause is None:
         return OSError(errno.EIO, f"cannot write the checkpoint ({_first_line(err)})", str(path))
     return OSError(cause.errno, f"cannot write the checkpoint: {cause.strerror}", str(path))
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        logger.debug("cannot fsync folder %s", folder)
-    finally:
-        os.close(fd)
 
 
 def _first_line(err: Exception) -> str:

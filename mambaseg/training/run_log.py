@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from mambaseg.io.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +36,28 @@ def _nanmean(values: Sequence[float]) -> float:
     return sum(finite) / len(finite) if finite else math.nan
 
 
-def _atomic_target(path: Path, suffix: str) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    return Path(name)
+class LogFile:
+    """Copies the ``mambaseg`` loggers' records, INFO and above, to ``path`` until ``close()``.
+
+    Args:
+        path: the log file, appended to.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._handler = logging.FileHandler(path, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        package_logger = logging.getLogger("mambaseg")
+        self._previous_level = package_logger.level
+        if package_logger.getEffectiveLevel() > logging.INFO:
+            package_logger.setLevel(logging.INFO)
+        package_logger.addHandler(self._handler)
+
+    def close(self) -> None:
+        """Detach the handler and restore the logger's level."""
+        package_logger = logging.getLogger("mambaseg")
+        package_logger.removeHandler(self._handler)
+        package_logger.setLevel(self._previous_level)
+        self._handler.close()
 
 
 class RunLog:
@@ -55,13 +75,7 @@ class RunLog:
         self.records: list[dict[str, Any]] = []
         self.best_ema = -math.inf
         self._csv_in_sync = False
-        self._handler = logging.FileHandler(self.run_dir / "training.log", encoding="utf-8")
-        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        package_logger = logging.getLogger("mambaseg")
-        self._previous_level = package_logger.level
-        if package_logger.getEffectiveLevel() > logging.INFO:
-            package_logger.setLevel(logging.INFO)
-        package_logger.addHandler(self._handler)
+        self._log_file = LogFile(self.run_dir / "training.log")
 
     @property
     def csv_path(self) -> Path:
@@ -153,15 +167,11 @@ class RunLog:
             with self.csv_path.open("a", newline="", encoding="utf-8") as handle:
                 csv.writer(handle).writerow(self._row(record))
             return
-        tmp = _atomic_target(self.csv_path, ".tmp")
-        try:
-            with tmp.open("w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(self._header())
-                writer.writerows(self._row(r) for r in self.records)
-            os.replace(tmp, self.csv_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        rows = io.StringIO(newline="")
+        writer = csv.writer(rows)
+        writer.writerow(self._header())
+        writer.writerows(self._row(r) for r in self.records)
+        write_atomically(self.csv_path, lambda handle: handle.write(rows.getvalue().encode("utf-8")))
         self._csv_in_sync = True
 
     def plot_progress(self) -> Path:
@@ -189,12 +199,7 @@ class RunLog:
         for ax in (loss_ax, time_ax, lr_ax):
             ax.set_xlabel("epoch")
         figure.tight_layout()
-        tmp = _atomic_target(self.png_path, ".png")
-        try:
-            figure.savefig(tmp, format="png")
-            os.replace(tmp, self.png_path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(self.png_path, lambda handle: figure.savefig(handle, format="png"))
         return self.png_path
 
     def state_dict(self) -> dict[str, Any]:
@@ -209,10 +214,7 @@ class RunLog:
 
     def close(self) -> None:
         """Detach the ``training.log`` handler."""
-        package_logger = logging.getLogger("mambaseg")
-        package_logger.removeHandler(self._handler)
-        package_logger.setLevel(self._previous_level)
-        self._handler.close()
+        self._log_file.close()
 
     def __enter__(self) -> RunLog:
         return self

@@ -1,0 +1,62 @@
+"""Atomic writes: the old or the new content, never a part, and no temporary file left behind."""
+
+import os
+
+import pytest
+
+from mambaseg.io.atomic import write_atomically
+
+
+def _temporaries(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
+
+
+def test_a_successful_write_replaces_the_content(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_bytes(b"old")
+    write_atomically(path, lambda handle: handle.write(b"new"))
+    assert path.read_bytes() == b"new"
+    write_atomically(tmp_path / "fresh.bin", lambda handle: handle.write(b"\x00\x01"), durable=True)
+    assert (tmp_path / "fresh.bin").read_bytes() == b"\x00\x01"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fresh.bin", "out.json"]
+
+
+def test_a_write_failing_midway_keeps_the_old_content_and_no_temporary(tmp_path):
+    path = tmp_path / "out.json"
+    path.write_bytes(b"old")
+    seen = []
+
+    def fail_midway(handle):
+        handle.write(b"half of the n")
+        handle.flush()
+        seen.extend(_temporaries(tmp_path))
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_atomically(path, fail_midway, durable=True)
+    assert len(seen) == 1 and seen[0].startswith(".out.json.")
+    assert path.read_bytes() == b"old"
+    assert _temporaries(tmp_path) == []
+
+
+def test_a_failing_rename_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "out.json"
+    path.write_bytes(b"old")
+
+    def crash(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(path, lambda handle: handle.write(b"new"))
+    monkeypatch.undo()
+    assert path.read_bytes() == b"old"
+    assert _temporaries(tmp_path) == []
+
+
+def test_a_missing_folder_is_not_created_and_is_named(tmp_path):
+    path = tmp_path / "missing" / "out.json"
+    with pytest.raises(FileNotFoundError, match="missing.*out\\.json") as info:
+        write_atomically(path, lambda handle: handle.write(b"new"))
+    assert info.value.filename == str(path)
+    assert not path.parent.exists()

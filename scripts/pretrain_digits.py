@@ -10,7 +10,8 @@
 
 Needs scikit-learn (``pip install -e .[dev]``).
 
-Usage: python scripts/pretrain_digits.py FOLDER --workspace WS [--epochs 10] [--batch-size 64] [--finetune-epochs 5]
+Usage: python scripts/pretrain_digits.py FOLDER --workspace WS [--epochs 10] [--batch-size 64]
+           [--finetune-epochs 5] [--finetune-iterations 25] [--finetune-lr 1e-4]
            [--dataset ../shared/data/Task04_Hippocampus] [--per-class N] [--tiny] [--skip-finetune]
 """
 
@@ -72,14 +73,18 @@ def pretrain(folder: Path, workspace: Path, network: str, args: argparse.Namespa
     return run
 
 
-def finetune(dataset: Path, workspace: Path, epochs: int, encoder: Path | None, freeze_epochs: int) -> float:
+def finetune(
+    dataset: Path, workspace: Path, args: argparse.Namespace, encoder: Path | None, freeze_epochs: int
+) -> float:
+    epochs = args.finetune_epochs
     overrides = [
         "trainer=cpu_short",
         f"trainer.num_epochs={epochs}",
-        "trainer.iterations_per_epoch=25",
+        f"trainer.iterations_per_epoch={args.finetune_iterations}",
         "trainer.val_iterations=5",
         f"trainer.checkpoint_every={epochs}",
         "trainer.optimizers.adamw_swin_umamba.scheduler.warmup_steps=1",
+        f"trainer.optimizers.adamw_swin_umamba.optimizer.lr={args.finetune_lr}",
         "batch_size=16",
         "num_workers=1",
     ]
@@ -111,25 +116,29 @@ def main() -> None:
     parser.add_argument("--skip-finetune", action="store_true")
     parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
     parser.add_argument("--finetune-epochs", type=int, default=5)
+    parser.add_argument("--finetune-iterations", type=int, default=25, help="fine-tuning iterations per epoch")
+    parser.add_argument("--finetune-lr", type=float, default=1e-4, help="AdamW peak lr (Swin-UMamba's: 1e-4)")
     parser.add_argument("--freeze-epochs", type=int, default=1, help="encoder frozen for this many fine-tuning epochs")
     args = parser.parse_args()
 
     counts = write_digits_folder(args.folder, args.size, args.per_class)
     print(f"digits: {counts[0]} training and {counts[1]} validation images of {args.size} x {args.size} px")
     run = pretrain(args.folder, args.workspace, args.network, args)
-    last = list(csv.DictReader((run / "metrics.csv").open()))[-1]
+    records = list(csv.DictReader((run / "metrics.csv").open()))
+    last = records[-1]
     print(
-        f"pretraining {args.network}, {args.epochs} epochs: val top-1 {float(last['top1']):.1f}% (chance 10%), "
+        f"pretraining {args.network}, {len(records)} epochs: val top-1 {float(last['top1']):.1f}% (chance 10%), "
         f"EMA top-1 {float(last['ema_top1']):.1f}%, top-5 {float(last['top5']):.1f}%; encoder: {run / 'encoder.pt'}"
     )
     if args.skip_finetune:
         return
     pretrained_ws, scratch_ws = args.workspace / "finetune_pretrained", args.workspace / "finetune_scratch"
     encoder = run / "encoder.pt"
-    dice_pretrained = finetune(args.dataset, pretrained_ws, args.finetune_epochs, encoder, args.freeze_epochs)
+    dice_pretrained = finetune(args.dataset, pretrained_ws, args, encoder, args.freeze_epochs)
     copy_prepared(pretrained_ws, scratch_ws)
-    dice_scratch = finetune(args.dataset, scratch_ws, args.finetune_epochs, None, 0)
-    print(f"swin_umamba 2d, fold 0, {args.finetune_epochs} epochs x 25 iterations, batch 16:")
+    dice_scratch = finetune(args.dataset, scratch_ws, args, None, 0)
+    budget = f"{args.finetune_epochs} epochs x {args.finetune_iterations} iterations, batch 16, lr {args.finetune_lr:g}"
+    print(f"swin_umamba 2d, fold 0, {budget}:")
     print(f"  from the digits encoder: mean Dice {dice_pretrained:.4f}")
     print(f"  from scratch:            mean Dice {dice_scratch:.4f}")
 

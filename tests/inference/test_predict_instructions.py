@@ -17,7 +17,12 @@ from torch import nn
 
 from mambaseg.cli.main import main
 from mambaseg.inference import runs
-from mambaseg.inference.postprocessing import INSTRUCTIONS_FILE, InferenceInstructions, keep_largest_component_step
+from mambaseg.inference.postprocessing import (
+    INSTRUCTIONS_FILE,
+    InferenceInstructions,
+    apply_postprocessing,
+    keep_largest_component_step,
+)
 from mambaseg.io import Image, read_image, write_image
 from tests.data.synthetic import write_nnunet_dataset
 
@@ -122,3 +127,18 @@ def test_missing_or_broken_instructions_are_refused_with_a_clear_error(workspace
     with pytest.raises(SystemExit):
         predict(images, tmp_path / "out", "-d", "Synthetic", "-m", str(ws / RUNS[0]))
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_follows_what_find_best_wrote(workspace, tmp_path):
+    ws, images = workspace
+    (ws / "Synthetic" / INSTRUCTIONS_FILE).unlink(missing_ok=True)
+    assert main(["find-best", str(images.parent), "--workspace", str(ws), "--folds", "0"]) == 0
+    chosen = json.loads((ws / "Synthetic" / INSTRUCTIONS_FILE).read_text())
+    assert len(chosen["runs"]) == 1 and chosen["runs"][0] in RUNS and chosen["folds"] == [0]  # no probabilities saved
+    assert predict(images, tmp_path / "out", *instructed(ws)) == 0
+    assert predict(images, tmp_path / "single", "-m", str(ws / chosen["runs"][0])) == 0
+    for case in ("case_005", "case_006"):
+        mask = read_image(tmp_path / "out" / f"{case}.nii.gz")
+        assert mask.same_geometry(read_image(images / f"{case}_0000.nii.gz"), tol=1e-6)
+        single = read_image(tmp_path / "single" / f"{case}.nii.gz").array
+        np.testing.assert_array_equal(mask.array, apply_postprocessing(single, chosen["postprocessing"]))

@@ -4,13 +4,13 @@ import csv
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 
 from mambaseg.cli.cmd_pretrain import compose_pretrain_config
 from mambaseg.pretraining import pretrain
 from mambaseg.pretraining.data import shard
 from mambaseg.training.checkpoint import load_checkpoint
 from tests.pretraining.folders import write_image_folder
+from tests.processes import run_workers
 
 OVERRIDES = ["model.tiny=true", "epochs=2", "batch_size=8", "num_workers=0", "data.image_size=16"]
 OVERRIDES += ["optimizer.warmup_epochs=0", "ema.decay=0.5"]
@@ -38,7 +38,7 @@ def test_two_processes_pretrain_and_rank_0_writes(tmp_path):
     run_dir = tmp_path / "run"
     config = compose_pretrain_config("default", OVERRIDES)
     args = (str(tmp_path / "store"), str(folder), str(run_dir), config)
-    mp.start_processes(_worker, args=args, nprocs=2, start_method="fork")
+    run_workers(_worker, args)
     checkpoint = load_checkpoint(run_dir / "checkpoint_final.pt")
     assert checkpoint.scheduler["last_epoch"] == 2 * 2  # 18 images over 2 ranks, 4 a step: 2 steps an epoch
     rows = list(csv.DictReader((run_dir / "metrics.csv").open()))

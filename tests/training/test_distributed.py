@@ -2,12 +2,12 @@
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from mambaseg.training.losses import build_training_loss
 from mambaseg.training.trainer import LoopSettings, Trainer
+from tests.processes import run_workers
 
 LABELS = {"background": 0, "a": 1, "b": 2}
 
@@ -48,7 +48,7 @@ def _worker(rank: int, store: str, result: str) -> None:
 
 def test_two_process_step_equals_one_process_step(tmp_path):
     result = tmp_path / "ddp.pt"
-    mp.start_processes(_worker, args=(str(tmp_path / "store"), str(result)), nprocs=2, start_method="fork")
+    run_workers(_worker, (str(tmp_path / "store"), str(result)))
     single = make_model()
     one_step(single, global_batch())
     ddp_state = torch.load(result, weights_only=True)

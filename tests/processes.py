@@ -1,0 +1,24 @@
+"""Running test workers in fresh processes, with a deadline so that a hung worker fails the test, not CI."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import torch.multiprocessing as mp
+
+
+def run_workers(worker: Callable[..., None], args: tuple, nprocs: int = 2, timeout_s: float = 300) -> None:
+    """``worker(rank, *args)`` in ``nprocs`` spawned processes; fails the test if one raises or the deadline passes.
+
+    Spawned, not forked: a process forked from a pytest that already ran threaded torch code can deadlock on a
+    lock that another thread held at the fork. ``worker`` must be a module-level function (spawn imports it).
+    """
+    workers = mp.start_processes(worker, args=args, nprocs=nprocs, join=False, start_method="spawn")
+    deadline = time.monotonic() + timeout_s
+    while not workers.join(timeout=1):
+        if time.monotonic() > deadline:
+            for process in workers.processes:
+                process.kill()
+            pytest.fail(f"{nprocs} workers of {worker.__name__} did not finish within {timeout_s} s")

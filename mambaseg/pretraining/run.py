@@ -117,7 +117,15 @@ class Pretraining:
         std = _channel_stats(data["std"], self.in_channels, "std")
         size = int(data["image_size"])
         train_transform = TrainTransform(
-            size, data["crop_scale"], data["crop_ratio"], data["hflip"], data["color_jitter"], mean, std
+            size,
+            data["crop_scale"],
+            data["crop_ratio"],
+            data["hflip"],
+            data["color_jitter"],
+            mean,
+            std,
+            rand_augment=data.get("rand_augment"),
+            random_erasing=float(data.get("random_erasing") or 0.0),
         )
         self.train_set = ImageDataset(train_split.samples, self.in_channels, train_transform, self.seed)
         val_transform = EvalTransform(size, data["val_crop_fraction"], mean, std)

@@ -2,21 +2,25 @@
 
 Dimension letters: b batch, c channels, h height, w width, k classes.
 
-Per image (in the loader's workers): training takes a random resized crop (area fraction in ``scale``,
-aspect ratio log-uniform in ``ratio``, as Inception / DeiT), a horizontal flip, colour jitter (brightness,
-contrast, saturation in random order) and normalises; validation resizes the shorter side to
-``size / crop_fraction`` and takes the centre crop. Per batch (in the training process): mixup or cutmix
-with label smoothing, as timm's ``Mixup`` in "batch" mode: each image is mixed with the batch reversed.
+Per image (in the loader's workers), as timm's ``create_transform`` for training: a random resized crop (area
+fraction in ``scale``, aspect ratio log-uniform in ``ratio``, as Inception / DeiT), a horizontal flip, then either
+RandAugment (timm's ``rand-m9-mstd0.5-inc1``) or colour jitter (brightness, contrast, saturation in random order;
+timm drops it when RandAugment is on), normalisation and random erasing (timm's ``RandomErasing`` in "pixel"
+mode). Validation resizes the shorter side to ``size / crop_fraction`` and takes the centre crop. Per batch (in
+the training process): mixup or cutmix with label smoothing, as timm's ``Mixup`` in "batch" mode: each image is
+mixed with the batch reversed. Every random draw comes from the NumPy generator handed in.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from mambaseg.pretraining.rand_augment import RandAugment, grey
 
 
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
@@ -59,14 +63,6 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def _grey(image: torch.Tensor) -> torch.Tensor:
-    """(c, h, w) -> (1, h, w) luminance (ITU-R 601) for 3 channels, the image itself for 1."""
-    if image.shape[0] != 3:
-        return image.mean(0, keepdim=True)
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=image.dtype).view(3, 1, 1)
-    return (image * weights).sum(0, keepdim=True)
-
-
 def color_jitter(image: torch.Tensor, strength: float, rng: np.random.Generator) -> torch.Tensor:
     """Brightness, contrast and saturation factors uniform in [1 - strength, 1 + strength], in random order."""
     if strength <= 0:
@@ -77,9 +73,9 @@ def color_jitter(image: torch.Tensor, strength: float, rng: np.random.Generator)
         if op == 0:
             image = image * factor
         elif op == 1:
-            image = torch.lerp(_grey(image).mean().expand_as(image), image, factor)
+            image = torch.lerp(grey(image).mean().expand_as(image), image, factor)
         elif image.shape[0] == 3:
-            image = torch.lerp(_grey(image).expand_as(image), image, factor)
+            image = torch.lerp(grey(image).expand_as(image), image, factor)
         image = image.clamp(0.0, 1.0)
     return image
 
@@ -91,17 +87,56 @@ def normalize(image: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return (image - m) / s
 
 
+class RandomErasing:
+    """timm's ``RandomErasing(prob, mode="pixel", max_count=1)``: one box of standard normal noise, after normalising.
+
+    With probability ``prob``, up to ten draws of an area fraction uniform in [min_area, max_area] and an aspect
+    (height / width) log-uniform in [min_aspect, 1 / min_aspect]; the first box narrower and shorter than the image
+    is filled with per-pixel noise, and none when no draw fits.
+
+    Args:
+        prob: probability of erasing a box.
+        min_area: smallest area fraction.
+        max_area: largest area fraction.
+        min_aspect: smallest aspect ratio.
+    """
+
+    def __init__(self, prob: float, min_area: float = 0.02, max_area: float = 1 / 3, min_aspect: float = 0.3) -> None:
+        self.prob, self.min_area, self.max_area = float(prob), float(min_area), float(max_area)
+        self.log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+
+    def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        """(c, h, w) -> (c, h, w), a copy when a box is erased."""
+        if rng.random() > self.prob:
+            return image
+        c, height, width = image.shape
+        for _ in range(10):
+            target = rng.uniform(self.min_area, self.max_area) * height * width
+            aspect = math.exp(rng.uniform(*self.log_aspect))
+            h, w = round(math.sqrt(target * aspect)), round(math.sqrt(target / aspect))
+            if w < width and h < height:
+                top, left = int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1))
+                image = image.clone()
+                noise = rng.standard_normal((c, h, w), dtype=np.float32)
+                image[:, top : top + h, left : left + w] = torch.from_numpy(noise).to(image.dtype)
+                break
+        return image
+
+
 class TrainTransform:
-    """Random resized crop, horizontal flip, colour jitter, normalisation.
+    """Random resized crop, horizontal flip, RandAugment or else colour jitter, normalisation, random erasing.
 
     Args:
         size: output edge.
         scale: range of the crop's area fraction.
         ratio: range of the crop's aspect ratio (width / height).
         hflip: probability of a horizontal flip.
-        jitter: colour-jitter strength (0 disables it).
+        jitter: colour-jitter strength (0 disables it); unused with RandAugment, as in timm.
         mean: per-channel mean.
         std: per-channel standard deviation.
+        rand_augment: keyword arguments of ``RandAugment`` (num_ops, magnitude, magnitude_std, prob); None disables
+            it. Its geometric ops fill with ``mean`` rounded to 8 bits, as timm's.
+        random_erasing: probability of ``RandomErasing`` (0 disables it).
     """
 
     def __init__(
@@ -113,9 +148,14 @@ class TrainTransform:
         jitter: float,
         mean: Sequence[float],
         std: Sequence[float],
+        rand_augment: Mapping[str, float] | None = None,
+        random_erasing: float = 0.0,
     ) -> None:
         self.size, self.scale, self.ratio = int(size), tuple(scale), tuple(ratio)
         self.hflip, self.jitter, self.mean, self.std = float(hflip), float(jitter), list(mean), list(std)
+        fill = [min(255, round(255 * m)) / 255 for m in self.mean]
+        self.rand_augment = None if rand_augment is None else RandAugment(**dict(rand_augment), fill=fill)
+        self.random_erasing = RandomErasing(random_erasing) if float(random_erasing) > 0 else None
 
     def __call__(self, image: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
         """(c, h, w) in [0, 1] -> (c, size, size)."""
@@ -123,7 +163,12 @@ class TrainTransform:
         image = resize(image[:, top : top + h, left : left + w], (self.size, self.size))
         if rng.random() < self.hflip:
             image = image.flip(-1)
-        return normalize(color_jitter(image, self.jitter, rng), self.mean, self.std)
+        if self.rand_augment is not None:
+            image = self.rand_augment(image, rng)
+        else:
+            image = color_jitter(image, self.jitter, rng)
+        image = normalize(image, self.mean, self.std)
+        return image if self.random_erasing is None else self.random_erasing(image, rng)
 
 
 class EvalTransform:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -28,6 +27,7 @@ from mambaseg.inference.dicom_seg import build_dicom_seg
 from mambaseg.inference.inputs import InputCase, check_channels, load_case
 from mambaseg.inference.predictor import Prediction
 from mambaseg.io import Image, write_image
+from mambaseg.io.atomic import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -87,19 +87,6 @@ def case_outputs(case: InputCase, output_dir: Path, options: BatchOptions) -> di
     return {kind: output_dir / f"{case.name}{_ENDINGS[kind]}" for kind in kinds}
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Write through ``write`` into a temporary file beside ``path``, then rename it into place."""
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _sidecar(case: InputCase, mask: Image, run: RunInfo, n_classes: int) -> dict:
     return {
         "case": case.name,
@@ -119,14 +106,14 @@ def write_outputs(case: InputCase, prediction: Prediction, outputs: Mapping[str,
     mask = prediction.mask
     if PROBABILITIES in outputs:
         probabilities = prediction.probabilities.astype(np.float16)
-        _atomic_write(outputs[PROBABILITIES], lambda f: np.savez_compressed(f, probabilities=probabilities))
+        write_atomically(outputs[PROBABILITIES], lambda f: np.savez_compressed(f, probabilities=probabilities))
     if SIDECAR in outputs:
         n_classes = len(prediction.probabilities) if prediction.probabilities is not None else len(run.label_names)
         text = json.dumps(_sidecar(case, mask, run, n_classes), indent=2) + "\n"
-        _atomic_write(outputs[SIDECAR], lambda f: f.write(text.encode()))
+        write_atomically(outputs[SIDECAR], lambda f: f.write(text.encode()))
     if DICOM_SEG in outputs:
         seg = build_dicom_seg(mask, case.sources[0], case.series_uid or "", run.label_names, run.name)
-        _atomic_write(outputs[DICOM_SEG], seg.save_as)
+        write_atomically(outputs[DICOM_SEG], seg.save_as)
     if MASK in outputs:
         write_image(mask, outputs[MASK])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -18,7 +18,7 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], *, durable
 
     ``write`` fills a binary temporary file ``.NAME.*.tmp`` in the same folder, which then replaces ``path`` with
     ``os.replace``; if anything fails or interrupts it, the temporary file is removed and the error re-raised.
-    The folder must exist.
+    The folder must exist. The file gets the permissions of any new file (0666 less the umask).
 
     Args:
         path: the file to write.
@@ -28,8 +28,9 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], object], *, durable
     Raises:
         FileNotFoundError: the folder of ``path`` does not exist.
     """
+    name = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies, as for any new file
     except FileNotFoundError as err:
         if path.parent.is_dir():
             raise

@@ -60,3 +60,12 @@ def test_a_missing_folder_is_not_created_and_is_named(tmp_path):
         write_atomically(path, lambda handle: handle.write(b"new"))
     assert info.value.filename == str(path)
     assert not path.parent.exists()
+
+
+def test_the_file_gets_the_permissions_of_any_new_file(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_atomically(tmp_path / "summary.json", lambda handle: handle.write(b"{}"))
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644  # readable by others, not only the owner

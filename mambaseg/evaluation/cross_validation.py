@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mambaseg.evaluation.summary import SUMMARY_FILE, label_array
+from mambaseg.inference.postprocessing import argmax_labels
 from mambaseg.io import read_image
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ class CrossValidation:
             if total is not None and total.shape != probabilities.shape:
                 raise SelectionError(f"{path}: {probabilities.shape[0]} classes, the other runs {total.shape[0]}")
             total = probabilities if total is None else total + probabilities
-        return np.argmax(total, axis=0).astype(np.uint8 if total.shape[0] < 256 else np.uint16)
+        return argmax_labels(total)
 
     @staticmethod
     def _probabilities(path: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -22,9 +22,10 @@ import torch
 from mambaseg.inference.postprocessing import (
     INSTRUCTIONS_FILE,
     apply_postprocessing,
+    argmax_labels,
     load_instructions,
 )
-from mambaseg.inference.predictor import Prediction, Predictor, argmax_labels
+from mambaseg.inference.predictor import Prediction, Predictor
 from mambaseg.inference.runs import RunError, TrainedRun, find_run, make_predictor
 from mambaseg.io import Image
 

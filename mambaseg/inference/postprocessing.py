@@ -23,6 +23,7 @@ from scipy import ndimage
 
 KEEP_LARGEST_COMPONENT = "keep_largest_component"
 INSTRUCTIONS_FILE = "inference_instructions.json"
+ARGMAX_SLAB = 8  # image slices per argmax step
 SCHEMA_VERSION = 1
 
 Step = dict[str, Any]
@@ -139,3 +140,14 @@ def load_instructions(path: str | Path) -> InferenceInstructions:
     return InferenceInstructions(
         **{**content, "postprocessing": check_steps(content.get("postprocessing", []), str(path))}
     )
+
+
+def argmax_labels(probabilities: np.ndarray) -> np.ndarray:
+    """The most probable class of each voxel of (k, *input), as uint8 (uint16 from 256 classes).
+
+    Computed in slabs along the first image axis, so no int64 index volume of the whole image is made.
+    """
+    mask = np.empty(probabilities.shape[1:], dtype=np.uint8 if len(probabilities) < 256 else np.uint16)
+    for start in range(0, mask.shape[0], ARGMAX_SLAB):
+        mask[start : start + ARGMAX_SLAB] = probabilities[:, start : start + ARGMAX_SLAB].argmax(0)
+    return mask

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from mambaseg.inference.postprocessing import argmax_labels
 from mambaseg.inference.sliding_window import sliding_window_predict
 from mambaseg.io import Image
 from mambaseg.preprocessing.case import PreprocessingSpec, preprocess_image_for_inference, restore_to_original
-
-ARGMAX_SLAB = 8
 
 
 def softmax_(logits: torch.Tensor) -> torch.Tensor:
@@ -30,17 +29,6 @@ def softmax_(logits: torch.Tensor) -> torch.Tensor:
     logits.exp_()
     logits /= logits.sum(0, keepdim=True)
     return logits
-
-
-def argmax_labels(probabilities: np.ndarray) -> np.ndarray:
-    """The most probable class of each voxel of (k, *input), as uint8 (uint16 from 256 classes).
-
-    Computed in slabs along the first image axis, so no int64 index volume of the whole image is made.
-    """
-    mask = np.empty(probabilities.shape[1:], dtype=np.uint8 if len(probabilities) < 256 else np.uint16)
-    for start in range(0, mask.shape[0], ARGMAX_SLAB):
-        mask[start : start + ARGMAX_SLAB] = probabilities[:, start : start + ARGMAX_SLAB].argmax(0)
-    return mask
 
 
 @dataclass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +24,10 @@ from torch.nn.parallel import DistributedDataParallel
 from mambaseg.evaluation.dice import dice_per_class, mean_per_class
 from mambaseg.inference.predictor import Predictor
 from mambaseg.io import write_image
-from mambaseg.networks import load_pretrained
-from mambaseg.networks.vmamba_encoder import VSSEncoder
 from mambaseg.preprocessing import preprocessed_dir
 from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.checkpoint import load_checkpoint, restore_rng_state, restore_training_state, unwrap_model
+from mambaseg.training.fine_tuning import prepare_fine_tuning
 from mambaseg.training.losses import build_training_loss, regions_from_labels
 from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches, epoch_batches
@@ -47,7 +46,6 @@ log = logging.getLogger(__name__)
 
 LATEST = "checkpoint_latest.pt"
 FINAL = "checkpoint_final.pt"
-ENCODER_PREFIX = "encoder."
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -61,51 +59,6 @@ def _resume_from(run_dir: Path) -> Path | None:
         if (run_dir / name).is_file():
             return run_dir / name
     return None
-
-
-def prepare_fine_tuning(
-    model: torch.nn.Module, network_cfg: Mapping[str, Any], load: bool = True
-) -> tuple[dict[str, float], Callable[[int], None] | None]:
-    """Load ``network.pretrained`` into the encoder; return the optimiser's ``param_groups`` and the freezing hook.
-
-    Args:
-        model: the network, its VSS encoder under ``encoder``.
-        network_cfg: ``pretrained`` (an ``encoder.pt`` or an official VMamba file, or None),
-            ``freeze_encoder_epochs`` and ``encoder_lr_multiplier``.
-        load: load the pretrained weights (off when a checkpoint will overwrite them).
-
-    Returns:
-        ``{"encoder.": multiplier}`` (empty for 1), and the ``Trainer`` hook that keeps the encoder's parameters
-        out of training (``requires_grad=False``) for the first ``freeze_encoder_epochs`` epochs (None for 0).
-    """
-    pretrained = network_cfg.get("pretrained")
-    freeze_epochs = int(network_cfg.get("freeze_encoder_epochs") or 0)
-    multiplier = float(network_cfg.get("encoder_lr_multiplier", 1.0))
-    encoder = [p for name, p in model.named_parameters() if name.startswith(ENCODER_PREFIX)]
-    if (freeze_epochs or multiplier != 1.0) and not encoder:
-        raise ValueError(
-            f"network.freeze_encoder_epochs / encoder_lr_multiplier: {type(model).__name__} has no encoder"
-        )
-    if pretrained and not isinstance(getattr(model, "encoder", None), VSSEncoder):
-        raise ValueError(f"network.pretrained: {type(model).__name__} has no VSS encoder to load it into")
-    if pretrained and load:
-        if not Path(pretrained).is_file():
-            raise ValueError(f"network.pretrained: no file at {pretrained}")
-        report = load_pretrained(model, pretrained)
-        loaded = sum(key.startswith(ENCODER_PREFIX) for key in report.loaded)
-        total = sum(key.startswith(ENCODER_PREFIX) for key in model.state_dict())
-        if loaded == 0:
-            raise ValueError(f"network.pretrained: no tensor of {pretrained} matches the encoder of the network")
-        log.info("network.pretrained %s: %d of %d encoder tensors loaded", pretrained, loaded, total)
-
-    def freeze(epoch: int) -> None:
-        frozen = epoch < freeze_epochs
-        for param in encoder:
-            param.requires_grad_(not frozen)
-        if epoch in (0, freeze_epochs):
-            log.info("epoch %d: encoder %s", epoch, "frozen" if frozen else "trained")
-
-    return ({ENCODER_PREFIX: multiplier} if multiplier != 1.0 else {}), (freeze if freeze_epochs > 0 else None)
 
 
 def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, continue_training: bool = False) -> Path:

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from mambaseg.networks import create
 from mambaseg.pretraining.models import build_classifier, export_encoder
+from mambaseg.training.fine_tuning import prepare_fine_tuning
 from mambaseg.training.optim import build_optimizer, build_scheduler
-from mambaseg.training.run import prepare_fine_tuning
 from mambaseg.training.trainer import LoopSettings, Trainer
 
 

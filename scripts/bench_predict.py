@@ -201,9 +201,10 @@ def write_ct_run(run_dir: Path, num_classes: int, patch: list[int]) -> None:
     """A ``3d_fullres__unet_resenc`` run with random weights, planned at the CT's spacing."""
     import torch
 
+    from mambaseg.planning.checkpoint import save_checkpoint
+    from mambaseg.planning.model import build_network
     from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
-    from mambaseg.training.checkpoint import save_checkpoint
-    from mambaseg.training.setup import build_network, write_run_files
+    from mambaseg.training.setup import write_run_files
 
     ct = Normalization("ct", {"clip_low": -1000.0, "clip_high": 1000.0, "mean": 40.0, "std": 200.0})
     topology = {"n_stages": 3, "features_per_stage": [4, 8, 16], "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}

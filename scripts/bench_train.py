@@ -30,13 +30,14 @@ from omegaconf import OmegaConf
 
 from mambaseg.data import load_dataset
 from mambaseg.planning.fingerprint import FINGERPRINT_FILE, Fingerprint
+from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.planning.planner import plan_experiment
 from mambaseg.planning.plans import PLANS_FILE, load_plans
 from mambaseg.preprocessing import preprocessed_dir
 from mambaseg.training.losses import build_training_loss
 from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches
-from mambaseg.training.setup import build_network, count_outputs, mirror_axes_for
+from mambaseg.training.setup import count_outputs
 from mambaseg.training.trainer import LoopSettings, Trainer
 
 ROOT = Path(__file__).resolve().parents[1]

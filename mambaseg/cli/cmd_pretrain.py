@@ -20,8 +20,8 @@ from rich.text import Text
 
 from mambaseg.cli.cmd_train import CONFIG_DIR, _init_distributed, _launch_torchrun
 from mambaseg.cli.main import add_workspace_argument
+from mambaseg.planning.checkpoint import CheckpointError
 from mambaseg.pretraining import ENCODER_FILE, list_pretrain_models, pretrain
-from mambaseg.training.checkpoint import CheckpointError
 
 PRETRAIN_CONFIG_DIR = CONFIG_DIR / "pretrain"
 

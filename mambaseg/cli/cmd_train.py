@@ -23,10 +23,10 @@ from rich.text import Text
 from mambaseg.cli.cmd_fingerprint import load_checked_dataset
 from mambaseg.cli.cmd_preprocess import ensure_plans, preprocess_configurations
 from mambaseg.cli.main import add_workspace_argument
+from mambaseg.planning.checkpoint import CheckpointError
 from mambaseg.planning.fingerprint import FINGERPRINT_FILE, Fingerprint
 from mambaseg.planning.planner import PlanningError, plan_experiment
 from mambaseg.planning.plans import PlansError
-from mambaseg.training.checkpoint import CheckpointError
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
 from mambaseg.training.validation_only import CHECKPOINTS, validate_checkpoint

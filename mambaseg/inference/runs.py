@@ -21,10 +21,10 @@ import torch
 from torch import nn
 
 from mambaseg.inference.predictor import Predictor
+from mambaseg.planning.checkpoint import CheckpointError, load_checkpoint
+from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans, PlansError, plans_from_dict
 from mambaseg.preprocessing.case import PreprocessingSpec
-from mambaseg.training.checkpoint import CheckpointError, load_checkpoint
-from mambaseg.training.setup import build_network, mirror_axes_for
 
 logger = logging.getLogger(__name__)
 

@@ -27,17 +27,13 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from mambaseg.planning.checkpoint import load_checkpoint, save_checkpoint
 from mambaseg.pretraining.data import ImageDataset, epoch_loader, scan_split, shard
 from mambaseg.pretraining.ema import ModelEma
 from mambaseg.pretraining.log import PretrainLog
 from mambaseg.pretraining.models import ENCODER_FILE, build_classifier, encoder_settings, export_encoder
 from mambaseg.pretraining.transforms import EvalTransform, MixupCutmix, TrainTransform, soft_cross_entropy
-from mambaseg.training.checkpoint import (
-    load_checkpoint,
-    restore_rng_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
 from mambaseg.training.optim import build_optimizer, build_scheduler
 from mambaseg.training.run_log import epoch_progress
 

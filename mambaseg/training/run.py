@@ -24,22 +24,17 @@ from torch.nn.parallel import DistributedDataParallel
 from mambaseg.evaluation.dice import dice_per_class, mean_per_class
 from mambaseg.inference.predictor import Predictor
 from mambaseg.io import write_image
+from mambaseg.planning.checkpoint import load_checkpoint, unwrap_model
+from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.preprocessing import preprocessed_dir
 from mambaseg.preprocessing.case import PreprocessingSpec
-from mambaseg.training.checkpoint import load_checkpoint, restore_rng_state, restore_training_state, unwrap_model
+from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
 from mambaseg.training.fine_tuning import prepare_fine_tuning
 from mambaseg.training.losses import build_training_loss, regions_from_labels
 from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches, epoch_batches
 from mambaseg.training.run_log import RunLog
-from mambaseg.training.setup import (
-    RunSpec,
-    build_network,
-    count_outputs,
-    fold_cases,
-    mirror_axes_for,
-    write_run_files,
-)
+from mambaseg.training.setup import RunSpec, count_outputs, fold_cases, write_run_files
 from mambaseg.training.trainer import CheckpointWriter, LoopSettings, Trainer
 
 log = logging.getLogger(__name__)

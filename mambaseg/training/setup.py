@@ -20,7 +20,6 @@ from torch import nn
 
 from mambaseg.data.dataset import Dataset
 from mambaseg.data.splits import load_or_create_splits
-from mambaseg.networks import create
 from mambaseg.planning.plans import ConfigurationPlan, Plans
 
 log = logging.getLogger(__name__)
@@ -81,13 +80,6 @@ def fold_cases(workspace: Path, dataset: Dataset, fold: str) -> tuple[list[str],
     return list(split["train"]), list(split["val"])
 
 
-def build_network(plans: Plans, plan: ConfigurationPlan, deep_supervision: bool = True) -> nn.Module:
-    """The plan's network, by registry name and keyword arguments."""
-    in_channels = len(plans.channel_names)
-    kwargs = {**plan.network_kwargs, "deep_supervision": deep_supervision}
-    return create(plan.network, plan.spatial_dims, in_channels, plans.num_classes, **kwargs)
-
-
 @torch.no_grad()
 def count_outputs(model: nn.Module, in_channels: int, patch_size: Sequence[int]) -> int | None:
     """How many outputs a deep-supervised network returns (None: a single tensor), from a zero patch's forward."""
@@ -97,11 +89,6 @@ def count_outputs(model: nn.Module, in_channels: int, patch_size: Sequence[int])
     out = model(torch.zeros(1, in_channels, *patch_size, device=device))
     model.train(was_training)
     return len(out) if isinstance(out, list | tuple) else None
-
-
-def mirror_axes_for(plan: ConfigurationPlan) -> tuple[int, ...]:
-    """nnU-Net mirrors along every spatial axis of the patch, in training and at test time."""
-    return tuple(range(plan.spatial_dims))
 
 
 def write_run_files(run_dir: Path, config: Mapping[str, Any], plan: ConfigurationPlan) -> None:

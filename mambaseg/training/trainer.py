@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from mambaseg.training.checkpoint import save_checkpoint
+from mambaseg.planning.checkpoint import save_checkpoint
 from mambaseg.training.run_log import RunLog, epoch_progress
 
 Batch = Mapping[str, torch.Tensor]  # {"image": (b, c, *patch) float, "label": (b, 1, *patch) int}

@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from mambaseg.training.checkpoint import load_checkpoint
+from mambaseg.planning.checkpoint import load_checkpoint
+from mambaseg.planning.model import build_network
 from mambaseg.training.run import validate_fold
-from mambaseg.training.setup import RunSpec, build_network, fold_cases
+from mambaseg.training.setup import RunSpec, fold_cases
 
 CHECKPOINTS = {"final": "checkpoint_final.pt", "best": "checkpoint_best.pt", "latest": "checkpoint_latest.pt"}
 

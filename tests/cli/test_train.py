@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mambaseg.cli.main import main
-from mambaseg.training.checkpoint import load_checkpoint
+from mambaseg.planning.checkpoint import load_checkpoint
 from tests.data.synthetic import write_nnunet_dataset
 
 SHORT = [

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from mambaseg.io import Image, read_image, write_image
+from mambaseg.planning.checkpoint import save_checkpoint
 from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
-from mambaseg.training.checkpoint import save_checkpoint
 from mambaseg.training.setup import write_run_files
 
 SHAPE = (100, 256, 256)

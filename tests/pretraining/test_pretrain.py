@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from mambaseg.cli.main import main
+from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.pretraining.models import build_classifier
 from mambaseg.pretraining.run import Pretraining
-from mambaseg.training.checkpoint import load_checkpoint
 from tests.pretraining.folders import write_image_folder
 
 SHORT = [

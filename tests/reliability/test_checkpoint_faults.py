@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import mambaseg
-from mambaseg.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mambaseg.planning.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from tests.data.synthetic import file_states
 from tests.reliability.helpers import temp_files
 

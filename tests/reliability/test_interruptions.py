@@ -18,7 +18,7 @@ import torch
 
 from mambaseg.cli.main import main
 from mambaseg.io import read_image
-from mambaseg.training.checkpoint import load_checkpoint
+from mambaseg.planning.checkpoint import load_checkpoint
 from tests.data.synthetic import file_states, write_nnunet_dataset
 from tests.reliability.helpers import read_only, temp_files
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from mambaseg.cli.main import main
 from mambaseg.io import Image, files, read_image, write_image
-from mambaseg.training.checkpoint import load_checkpoint, save_checkpoint
+from mambaseg.planning.checkpoint import load_checkpoint, save_checkpoint
 from tests.data.synthetic import file_states, write_nnunet_dataset
 from tests.reliability.helpers import read_only, temp_files
 

@@ -9,13 +9,8 @@ import torch
 from torch import nn
 
 import mambaseg
-from mambaseg.training.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    restore_rng_state,
-    restore_training_state,
-    save_checkpoint,
-)
+from mambaseg.planning.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
 from mambaseg.training.optim import build_optimizer, build_scheduler
 
 PLANS = {"dataset_name": "Dataset001_Demo", "configurations": {"2d": {"patch_size": [64, 64], "batch_size": 2}}}

@@ -10,7 +10,7 @@ import torch
 from matplotlib.image import imread
 from rich.console import Console
 
-from mambaseg.training.checkpoint import load_checkpoint, save_checkpoint
+from mambaseg.planning.checkpoint import load_checkpoint, save_checkpoint
 from mambaseg.training.run_log import RunLog, epoch_progress
 
 

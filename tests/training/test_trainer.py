@@ -3,7 +3,8 @@ import shutil
 import torch
 from torch import nn
 
-from mambaseg.training.checkpoint import load_checkpoint, restore_rng_state, restore_training_state
+from mambaseg.planning.checkpoint import load_checkpoint
+from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
 from mambaseg.training.losses import build_training_loss
 from mambaseg.training.optim import build_optimizer, build_scheduler
 from mambaseg.training.run_log import RunLog

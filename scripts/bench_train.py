@@ -29,16 +29,16 @@ import torch
 from omegaconf import OmegaConf
 
 from mambaseg.data import load_dataset
-from mambaseg.planning.fingerprint import FINGERPRINT_FILE, Fingerprint
+from mambaseg.planning.fingerprint import Fingerprint
 from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.planning.planner import plan_experiment
-from mambaseg.planning.plans import PLANS_FILE, load_plans
-from mambaseg.preprocessing import preprocessed_dir
+from mambaseg.planning.plans import load_plans
 from mambaseg.training.losses import build_training_loss
 from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches
 from mambaseg.training.setup import count_outputs
 from mambaseg.training.trainer import LoopSettings, Trainer
+from mambaseg.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parents[1]
 NNUNET_PYTHON = Path("/tmp/nnunet_venv/bin/python")
@@ -73,11 +73,11 @@ NNUNET_PROGRAM = textwrap.dedent(
 
 def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: int, iterations: int) -> float:
     dataset = load_dataset(dataset_path)
-    folder = workspace / dataset.name
-    plans = load_plans(folder / PLANS_FILE)
+    files = Workspace(workspace).dataset(dataset.name)
+    plans = load_plans(files.plans)
     plan = plans.configurations["3d_fullres"]
     if plan.network != network:
-        plan = plan_experiment(Fingerprint.load(folder / FINGERPRINT_FILE), network=network).configurations[
+        plan = plan_experiment(Fingerprint.load(files.fingerprint), network=network).configurations[
             "3d_fullres"
         ]
     config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml"))
@@ -87,7 +87,7 @@ def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: 
     loss = build_training_loss(plans.labels, None, False, [1 / 2**i for i in range(outputs)] if outputs else None)
     optimizer, scheduler = build_optimization(model, optimizer_config_for(network, config), 1000)
     batches = PatchBatches(
-        preprocessed_dir(workspace, dataset.name, "3d_fullres"),
+        files.preprocessed("3d_fullres"),
         [c.name for c in dataset.cases],
         plan.patch_size,
         batch,

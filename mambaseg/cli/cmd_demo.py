@@ -20,7 +20,7 @@ from rich.table import Table
 from mambaseg.cli.main import add_workspace_argument, main
 from mambaseg.data import load_dataset
 from mambaseg.io import read_image
-from mambaseg.planning.plans import PLANS_FILE, load_plans
+from mambaseg.planning.plans import load_plans
 
 OVERLAY_CASES = 3
 
@@ -73,45 +73,46 @@ def _overlays(images: Path, references: Path, predictions: Path, out_dir: Path, 
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
-    workspace: Path = args.workspace
+    workspace = args.workspace
     if args.dataset is None:
         from mambaseg_datasets.demo import write_demo_dataset
 
         console.print(Rule("demo dataset"))
-        raw = write_demo_dataset(workspace / "raw")
+        raw = write_demo_dataset(workspace.raw)
         console.print(f"synthetic dataset: {raw}", soft_wrap=True)
     else:
         raw = args.dataset.expanduser().resolve()
-    common = [str(raw), "--workspace", str(workspace)]
+    common = [str(raw), "--workspace", str(workspace.root)]
     _stage(console, "check", ["check", *common])
-    name = load_dataset(raw).name
+    files = workspace.dataset(load_dataset(raw).name)
     plan_args = ["--network", args.network] if args.network else []
-    if not (workspace / name / PLANS_FILE).is_file() or args.network:
+    if not files.plans.is_file() or args.network:
         _stage(console, "plan", ["plan", *common, *plan_args])
     _stage(console, "preprocess", ["preprocess", *common, "-c", args.configuration])
-    network = args.network or load_plans(workspace / name / PLANS_FILE).configurations[args.configuration].network
-    run_dir = workspace / name / "runs" / f"{args.configuration}__{network}"
-    if not (run_dir / "fold_0" / "checkpoint_final.pt").is_file():
+    network = args.network or load_plans(files.plans).configurations[args.configuration].network
+    run = files.run(args.configuration, network)
+    fold = run.fold(0)
+    if not fold.checkpoints.final.is_file():
         train = ["train", *common, "-c", args.configuration, "-f", "0", "-n", network, "trainer=demo", "num_workers=0"]
         _stage(console, "train", [*train, *args.overrides])
     else:
         console.print(Rule("train"))
-        console.print(f"already trained: {run_dir / 'fold_0'}", soft_wrap=True)
+        console.print(f"already trained: {fold.folder}", soft_wrap=True)
 
     held_out, references = raw / "imagesTs", raw / "labelsTs"
-    results = workspace / name / "demo"
+    results = files.demo_results
     if held_out.is_dir() and references.is_dir():
         predictions = results / "predictions"
-        _stage(console, "predict", ["predict", "-i", str(held_out), "-o", str(predictions), "-m", str(run_dir)])
+        _stage(console, "predict", ["predict", "-i", str(held_out), "-o", str(predictions), "-m", str(run.folder)])
         _stage(console, "evaluate", ["evaluate", str(predictions), str(references), "-o", str(results / "evaluation")])
         summary = json.loads((results / "evaluation" / "summary.json").read_text())
         names = sorted(summary["cases"])[:OVERLAY_CASES]
         overlays = _overlays(held_out, references, predictions, results / "overlays", names)
         scores = {label: values["dice"] for label, values in summary["mean"].items()}
     else:
-        summary = json.loads((run_dir / "fold_0" / "validation" / "summary.json").read_text())
+        summary = json.loads(fold.validation_summary.read_text())
         scores, overlays = summary["dice_per_class"], []
-    _show(console, load_dataset(raw).labels, scores, run_dir / "fold_0" / "progress.png", overlays)
+    _show(console, load_dataset(raw).labels, scores, fold.logs.plot, overlays)
     return 0
 
 

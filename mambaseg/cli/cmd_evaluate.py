@@ -13,8 +13,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from mambaseg.cli.display import show_error
 from mambaseg.evaluation.metrics import DEFAULT_TOLERANCE_MM, METRICS
-from mambaseg.evaluation.summary import EvaluationError, evaluate_folders, write_summary
+from mambaseg.evaluation.summary import EvaluationError
+from mambaseg.workspace import evaluate
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
@@ -68,15 +70,18 @@ def show_means(console: Console, summary: Mapping[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
-    output = args.output or (args.prediction if args.prediction.is_dir() else args.prediction.parent)
     try:
-        summary = evaluate_folders(
-            args.prediction, args.reference, args.labels, _tolerances(args), args.ignore_label, args.workers
+        summary, json_path, csv_path = evaluate(
+            args.prediction,
+            args.reference,
+            args.output,
+            args.labels,
+            _tolerances(args),
+            args.ignore_label,
+            args.workers,
         )
-        json_path, csv_path = write_summary(summary, output)
     except (ValueError, OSError) as error:  # EvaluationError and ImageReadError are ValueErrors
-        console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
-        return 1
+        return show_error(console, error)
     for path in summary["unmatched_predictions"]:
         console.print(Text(f"warning: {path}: no reference, not evaluated", style="yellow"), soft_wrap=True)
     show_means(console, summary)

@@ -9,17 +9,15 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mambaseg.cli.cmd_check import dataset_folder
-from mambaseg.cli.main import add_workspace_argument
-from mambaseg.data import DatasetError, load_dataset
-from mambaseg.evaluation.model_selection import find_best
-from mambaseg.inference.postprocessing import INSTRUCTIONS_FILE, InferenceInstructions
+from mambaseg.cli.display import show_error
+from mambaseg.cli.main import add_dataset_argument, add_workspace_argument
+from mambaseg.inference.postprocessing import InferenceInstructions
+from mambaseg.workspace import find_best
+from mambaseg.workspace.preparation import open_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "dataset", help="dataset folder (nnU-Net v2 or Decathlon layout), or its name under WORKSPACE/raw"
-    )
+    add_dataset_argument(parser)
     add_workspace_argument(parser)
     parser.add_argument(
         "--folds", type=int, nargs="+", help="folds to compare on (default: all, or those every run has validated)"
@@ -63,12 +61,11 @@ def show_selection(console: Console, instructions: InferenceInstructions, label_
 def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
-        dataset = load_dataset(dataset_folder(args.dataset, args.workspace))
-        instructions = find_best(args.workspace, dataset, args.folds, ensembles=not args.no_ensembles)
-    except (DatasetError, ValueError, OSError) as error:  # SelectionError and SplitsError are ValueErrors
-        console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
-        return 1
+        dataset = open_dataset(args.dataset, args.workspace)
+        instructions = find_best(dataset, args.workspace, args.folds, ensembles=not args.no_ensembles)
+    except (ValueError, OSError) as error:  # DatasetError, SelectionError and SplitsError are ValueErrors
+        return show_error(console, error)
     names = {value: name for name, value in dataset.labels.items() if isinstance(value, int) and value > 0}
     show_selection(console, instructions, names)
-    console.print(f"instructions: {args.workspace / dataset.name / INSTRUCTIONS_FILE}", soft_wrap=True)
+    console.print(f"instructions: {args.workspace.dataset(dataset.name).instructions}", soft_wrap=True)
     return 0

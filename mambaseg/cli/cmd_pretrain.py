@@ -10,20 +10,15 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
+import sys
 
-import torch.distributed as dist
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from rich.console import Console
-from rich.text import Text
 
-from mambaseg.cli.cmd_train import CONFIG_DIR, _init_distributed, _launch_torchrun
-from mambaseg.cli.main import add_workspace_argument
-from mambaseg.planning.checkpoint import CheckpointError
-from mambaseg.pretraining import ENCODER_FILE, list_pretrain_models, pretrain
-
-PRETRAIN_CONFIG_DIR = CONFIG_DIR / "pretrain"
+from mambaseg.cli.display import show_error
+from mambaseg.cli.main import add_workspace_argument, without_option
+from mambaseg.pretraining import list_pretrain_models
+from mambaseg.workspace import pretrain
+from mambaseg.workspace.runtime import launch_torchrun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,29 +36,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value (see configs/pretrain/)")
 
 
-def compose_pretrain_config(name: str, overrides: list[str]) -> dict:
-    """The resolved ``configs/pretrain/NAME.yaml`` with the ``key=value`` overrides, as a plain dict."""
-    with initialize_config_dir(config_dir=str(PRETRAIN_CONFIG_DIR), version_base=None):
-        cfg = compose(name, overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.num_gpus > 1 and "WORLD_SIZE" not in os.environ:
-        return _launch_torchrun(args.num_gpus)
+        return launch_torchrun(args.num_gpus, without_option(sys.argv[1:], "--num-gpus"))
     console = Console()
-    device, is_main = _init_distributed(args.device)
-    folder = Path(args.image_folder).expanduser().resolve()
-    run_dir = args.workspace / "pretraining" / f"{folder.name}__{args.network}"
     try:
-        config = compose_pretrain_config(args.config, args.overrides)
-        pretrain(folder, run_dir, args.network, config, device, args.continue_training)
-    except (CheckpointError, FileNotFoundError, ValueError) as error:
-        console.print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
-        return 1
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-    if is_main:
-        console.print(f"pretraining finished: {run_dir / ENCODER_FILE}", soft_wrap=True)
+        files = pretrain(
+            args.image_folder,
+            args.workspace,
+            args.network,
+            args.config,
+            args.overrides,
+            args.device,
+            args.continue_training,
+        )
+    except (FileNotFoundError, ValueError) as error:  # CheckpointError is a ValueError
+        return show_error(console, error)
+    if int(os.environ.get("RANK", 0)) == 0:
+        console.print(f"pretraining finished: {files.encoder}", soft_wrap=True)
     return 0

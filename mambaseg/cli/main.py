@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
-WORKSPACE_ENV = "MAMBASEG_WORKSPACE"
-DEFAULT_WORKSPACE = "mambaseg_workspace"
+from rich.console import Console
+from rich.text import Text
+
+from mambaseg.workspace.layout import DEFAULT_WORKSPACE, WORKSPACE_ENV, LayoutError, resolve_workspace
 
 COMMANDS: dict[str, str] = {
     "demo": "cmd_demo",
@@ -36,9 +36,23 @@ COMMANDS: dict[str, str] = {
 }
 
 
-def resolve_workspace(value: str | None) -> Path:
-    """``--workspace``, else ``$MAMBASEG_WORKSPACE``, else ``./mambaseg_workspace``; resolved once, here."""
-    return Path(value or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE).expanduser().resolve()
+def add_dataset_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "dataset", help="dataset folder (nnU-Net v2 or Decathlon layout), or its name under WORKSPACE/raw"
+    )
+
+
+def without_option(argv: Sequence[str], option: str) -> list[str]:
+    """The arguments minus ``OPTION VALUE`` / ``OPTION=VALUE``."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(f"{option}="):
+            kept.append(arg)
+    return kept
 
 
 def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
@@ -70,8 +84,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
-    if hasattr(args, "workspace"):
-        args.workspace = resolve_workspace(args.workspace)
+    if hasattr(args, "workspace"):  # resolved once, here: a Workspace from here on
+        try:
+            args.workspace = resolve_workspace(args.workspace)
+        except LayoutError as error:
+            Console().print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
+            return 1
     return args.run(args)
 
 

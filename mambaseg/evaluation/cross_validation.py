@@ -1,9 +1,8 @@
 """Cross-validation predictions of trained runs, merged over folds so that every case is predicted once.
 
-A run is ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK``. Its fold K counts as validated when
-``fold_K/validation/summary.json`` exists; beside it lie one mask per validation case (``CASE<file ending>``,
-in the case's original geometry) and, where prediction kept them, softmax probabilities (``CASE.npz``, key
-``probabilities``, shape (k, *case shape), class index = label value). A candidate is one run (its masks)
+A run's validated folds each hold one mask per validation case (in the case's original geometry) and, where
+prediction kept them, softmax probabilities (an ``.npz``, key ``probabilities``, shape (k, *case shape), class
+index = label value); the workspace layer says where. A candidate is one run (its masks)
 or an ensemble of runs (their probabilities averaged, then the argmax).
 """
 
@@ -13,17 +12,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
-from mambaseg.evaluation.summary import SUMMARY_FILE, label_array
+from mambaseg.evaluation.summary import label_array
 from mambaseg.inference.postprocessing import argmax_labels
 from mambaseg.io import read_image
 
 log = logging.getLogger(__name__)
 
-RUNS_FOLDER = "runs"
-VALIDATION_FOLDER = "validation"
 PROBABILITIES_KEY = "probabilities"
 
 
@@ -40,25 +38,6 @@ class Candidate:
     @property
     def name(self) -> str:
         return " + ".join(self.runs)
-
-
-def validated_folds(run_dir: Path) -> list[int]:
-    """The numbered folds of a run whose validation finished (``fold_all`` is trained on every case: left out)."""
-    folds = []
-    for fold_dir in run_dir.glob("fold_*"):
-        number = fold_dir.name.removeprefix("fold_")
-        if number.isdigit() and (fold_dir / VALIDATION_FOLDER / SUMMARY_FILE).is_file():
-            folds.append(int(number))
-    return sorted(folds)
-
-
-def find_runs(dataset_dir: Path) -> dict[str, list[int]]:
-    """Run folder name -> validated folds, for every run under ``dataset_dir/runs`` with at least one."""
-    runs_dir = dataset_dir / RUNS_FOLDER
-    if not runs_dir.is_dir():
-        return {}
-    found = {run.name: validated_folds(run) for run in sorted(runs_dir.iterdir()) if run.is_dir()}
-    return {name: folds for name, folds in found.items() if folds}
 
 
 def select_folds(
@@ -93,22 +72,33 @@ def select_folds(
     return wanted, skipped
 
 
+class ValidationFiles(Protocol):
+    """Where one fold's validation predictions lie (the workspace layer's ``FoldFiles`` provides them)."""
+
+    def validation_mask(self, case: str, file_ending: str) -> Path: ...
+
+    def validation_probabilities(self, case: str) -> Path: ...
+
+
 @dataclass(frozen=True)
 class CrossValidation:
-    """Where the validation predictions of runs lie, for the cases of the chosen folds."""
+    """Where the validation predictions of runs lie, for the cases of the chosen folds.
 
-    runs_dir: Path
+    Args:
+        folds: run name -> fold -> that fold's validation files.
+        file_ending: the masks' file ending.
+        fold_of_case: validation case -> the fold it is validated in.
+    """
+
+    folds: Mapping[str, Mapping[int, ValidationFiles]]
     file_ending: str
     fold_of_case: dict[str, int]
 
     def mask_file(self, run: str, case: str) -> Path:
-        return self._validation_dir(run, case) / f"{case}{self.file_ending}"
+        return self.folds[run][self.fold_of_case[case]].validation_mask(case, self.file_ending)
 
     def probabilities_file(self, run: str, case: str) -> Path:
-        return self._validation_dir(run, case) / f"{case}.npz"
-
-    def _validation_dir(self, run: str, case: str) -> Path:
-        return self.runs_dir / run / f"fold_{self.fold_of_case[case]}" / VALIDATION_FOLDER
+        return self.folds[run][self.fold_of_case[case]].validation_probabilities(case)
 
     def check_masks(self, run: str) -> None:
         """SelectionError naming the first validation mask of ``run`` that is missing."""

@@ -5,36 +5,32 @@ truth, and candidates are ranked by the mean over foreground labels of the per-l
 fewer runs: cheaper inference). An ensemble of two runs averages their softmax probabilities, so it needs
 ``CASE.npz`` beside every validation mask of both runs; without them it is skipped, with the reason.
 Postprocessing is then chosen on the best candidate (``mambaseg.evaluation.postprocessing_choice``).
-The result is ``WORKSPACE/DATASET/inference_instructions.json``.
+The result is the inference instructions, which the workspace layer writes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import combinations
-from pathlib import Path
 
 import numpy as np
 
 from mambaseg.data import Dataset
-from mambaseg.data.splits import read_splits
 from mambaseg.evaluation.cross_validation import (
-    RUNS_FOLDER,
     Candidate,
     CrossValidation,
     SelectionError,
-    find_runs,
+    ValidationFiles,
     select_folds,
 )
 from mambaseg.evaluation.dice import dice_per_class, mean_per_class
 from mambaseg.evaluation.metrics import without_ignored
 from mambaseg.evaluation.postprocessing_choice import PairSource, choose_postprocessing, foreground_dice
-from mambaseg.evaluation.summary import label_array, write_json
-from mambaseg.inference.postprocessing import INSTRUCTIONS_FILE, InferenceInstructions
-from mambaseg.training.setup import SPLITS_FILE
+from mambaseg.evaluation.summary import label_array
+from mambaseg.inference.postprocessing import InferenceInstructions
 
 log = logging.getLogger(__name__)
 
@@ -87,35 +83,35 @@ def _rank_key(score: Score) -> tuple[float, int, str]:
 
 
 def find_best(
-    workspace: Path, dataset: Dataset, folds: Sequence[int] | None = None, ensembles: bool = True
+    dataset: Dataset,
+    splits: Sequence[Mapping[str, Sequence[str]]],
+    runs: Mapping[str, Mapping[int, ValidationFiles]],
+    folds: Sequence[int] | None = None,
+    ensembles: bool = True,
+    run_reference: Callable[[str], str] = str,
 ) -> InferenceInstructions:
-    """Rank the dataset's runs and pairwise ensembles, choose postprocessing, write the instructions.
+    """Rank the runs and their pairwise ensembles, choose postprocessing; the instructions to write.
 
     Args:
-        workspace: the workspace folder.
         dataset: the dataset, for its ground truth and labels.
-        folds: folds to compare on; default: all folds of ``splits.json`` (or those every run has).
+        splits: the cross-validation splits (``train`` and ``val`` case names per fold).
+        runs: run name -> validated fold -> that fold's validation files.
+        folds: folds to compare on; default: all folds of the splits (or those every run has).
         ensembles: also rank ensembles of two runs where their validation probabilities exist.
+        run_reference: run name -> how the instructions refer to the run (its folder relative to the workspace).
 
     Raises:
         SelectionError: no validated run, missing validation files, or unusable labels.
-        SplitsError: a missing or malformed ``splits.json``.
     """
     labels = foreground_labels(dataset)
-    dataset_dir = workspace / dataset.name
-    splits_path = dataset_dir / SPLITS_FILE
-    if not splits_path.is_file():
-        raise SelectionError(f"{splits_path}: no cross-validation splits; train the folds first")
-    splits = read_splits(splits_path, dataset.case_names())
-    runs = find_runs(dataset_dir)
     if not runs:
-        raise SelectionError(f"{dataset_dir / RUNS_FOLDER}: no run with a validated fold (fold_K/validation/)")
-    fold_ids, skipped = select_folds(runs, len(splits), folds)
+        raise SelectionError(f"{dataset.name}: no run with a validated fold; train and validate a fold first")
+    fold_ids, skipped = select_folds({name: sorted(by_fold) for name, by_fold in runs.items()}, len(splits), folds)
     usable = [name for name in runs if name not in skipped]
     if not usable:
-        raise SelectionError(f"{dataset_dir / RUNS_FOLDER}: no run has validated folds {fold_ids}")
+        raise SelectionError(f"{dataset.name}: no run has validated folds {fold_ids}")
     fold_of_case = {case: fold for fold in fold_ids for case in splits[fold]["val"]}
-    cv = CrossValidation(dataset_dir / RUNS_FOLDER, dataset.file_ending, fold_of_case)
+    cv = CrossValidation(runs, dataset.file_ending, fold_of_case)
     for name in usable:
         cv.check_masks(name)
 
@@ -136,19 +132,16 @@ def find_best(
     best = scores[0]
     choice = choose_postprocessing(_pair_source(cv, best.candidate, dataset), labels, dataset.ignore_label)
 
-    def relative(run: str) -> str:
-        return f"{dataset.name}/{RUNS_FOLDER}/{run}"
-
     instructions = InferenceInstructions(
         dataset=dataset.name,
-        runs=[relative(run) for run in best.candidate.runs],
+        runs=[run_reference(run) for run in best.candidate.runs],
         folds=fold_ids,
         postprocessing=choice.steps,
         ranking=[
             {
                 "rank": rank,
                 "candidate": score.candidate.name,
-                "runs": [relative(run) for run in score.candidate.runs],
+                "runs": [run_reference(run) for run in score.candidate.runs],
                 "mean_dice": score.mean,
                 "dice_per_class": {str(label): value for label, value in score.dice.items()},
             }
@@ -163,5 +156,4 @@ def find_best(
             "dice_per_class_postprocessed": {str(label): value for label, value in choice.dice_after.items()},
         },
     )
-    write_json(dataset_dir / INSTRUCTIONS_FILE, instructions.to_dict())
     return instructions

@@ -61,8 +61,12 @@ class RunInfo:
 
 @dataclass
 class BatchSummary:
+    """The cases predicted and those skipped because their outputs existed, of part ``part_id`` of ``num_parts``."""
+
     predicted: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    num_parts: int = 1
+    part_id: int = 0
 
 
 def parts_from_environment() -> tuple[int, int]:

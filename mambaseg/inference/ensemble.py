@@ -19,14 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from mambaseg.inference.postprocessing import (
-    INSTRUCTIONS_FILE,
-    apply_postprocessing,
-    argmax_labels,
-    load_instructions,
-)
+from mambaseg.inference.postprocessing import apply_postprocessing, argmax_labels
 from mambaseg.inference.predictor import Prediction, Predictor
-from mambaseg.inference.runs import RunError, TrainedRun, find_run, make_predictor
+from mambaseg.inference.runs import RunError, TrainedRun, make_predictor
 from mambaseg.io import Image
 
 logger = logging.getLogger(__name__)
@@ -46,7 +41,8 @@ class InstructedRuns:
         return " + ".join(run.run_dir.name for run in self.runs)
 
 
-def _check_compatible(runs: Sequence[TrainedRun], source: Path) -> None:
+def check_compatible(runs: Sequence[TrainedRun], source: Path) -> None:
+    """RunError unless the runs share channels and labels (``source`` names the file that lists them)."""
     first = runs[0]
     for run in runs[1:]:
         for what, mine, theirs in (
@@ -58,39 +54,6 @@ def _check_compatible(runs: Sequence[TrainedRun], source: Path) -> None:
                     f"{source}: runs {first.run_dir} and {run.run_dir} have different {what} ({theirs} vs {mine}); "
                     "only runs of one dataset can be averaged"
                 )
-
-
-def find_instructed_runs(workspace: str | Path, dataset: str, checkpoint: str = "final") -> InstructedRuns:
-    """The runs ``WORKSPACE/DATASET/inference_instructions.json`` names, with its folds and postprocessing.
-
-    Args:
-        workspace: the workspace folder; the instructions' run folders are relative to it.
-        dataset: the dataset name (its folder in the workspace).
-        checkpoint: ``final`` or ``best``, for every fold.
-
-    Raises:
-        RunError: no instructions file, or a run, fold or checkpoint it names is missing, or the runs do not fit.
-        PostprocessingError: the instructions file is malformed.
-    """
-    path = Path(workspace) / dataset / INSTRUCTIONS_FILE
-    if not path.parent.is_dir():
-        known = sorted(p.parent.name for p in Path(workspace).glob(f"*/{INSTRUCTIONS_FILE}"))
-        raise RunError(
-            f"{path.parent}: no dataset {dataset!r} in the workspace (datasets with instructions: "
-            f"{', '.join(known) or 'none'})"
-        )
-    if not path.is_file():
-        raise RunError(f"{path}: no inference instructions; run `mambaseg find-best {dataset}` first")
-    instructions = load_instructions(path)
-    folds = [str(fold) for fold in instructions.folds]
-    runs = []
-    for relative in instructions.runs:
-        try:
-            runs.append(find_run(Path(workspace) / relative, folds, checkpoint))
-        except RunError as error:
-            raise RunError(f"{path}: run {relative!r}: {error}") from error
-    _check_compatible(runs, path)
-    return InstructedRuns(path, tuple(runs), instructions.postprocessing)
 
 
 class EnsemblePredictor:

@@ -1,10 +1,9 @@
-"""Finding a trained run's folds and turning their checkpoints into a ``Predictor``.
+"""A trained run's folds turned into a ``Predictor``.
 
-A run folder is ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK`` with one ``fold_K`` subfolder per
-trained fold, each holding ``plan.json`` (the configuration plan it trained with) and its checkpoints.
-The plans (channels, labels, transpose, normalisation) come from the checkpoint; the configuration
-entry is replaced by the fold's ``plan.json``, which is what was trained when the network differs
-from the planned one.
+Each fold has the configuration plan it trained with (its ``plan.json``) and a checkpoint. The plans (channels,
+labels, transpose, normalisation) come from the checkpoint; the configuration entry is replaced by the folds'
+plan, which is what was trained when the network differs from the planned one. The workspace layer
+(``mambaseg.workspace``) finds the files.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +25,6 @@ from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans, Pla
 from mambaseg.preprocessing.case import PreprocessingSpec
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINTS = {"final": "checkpoint_final.pt", "best": "checkpoint_best.pt"}
-PLAN_FILE = "plan.json"
 
 
 class RunError(ValueError):
@@ -66,45 +61,25 @@ def _read_plan(path: Path) -> ConfigurationPlan:
         raise RunError(f"{path}: not a valid configuration plan: {err}") from err
 
 
-def _fold_dirs(run_dir: Path, folds: Sequence[str] | None, checkpoint_name: str) -> list[Path]:
-    if folds:
-        dirs = [run_dir / f"fold_{fold}" for fold in folds]
-        for folder in dirs:
-            if not (folder / checkpoint_name).is_file():
-                raise RunError(f"{folder / checkpoint_name}: no such checkpoint (fold {folder.name[5:]!r})")
-        return dirs
-    dirs = sorted(p for p in run_dir.glob("fold_*") if (p / checkpoint_name).is_file())
-    if not dirs:
-        raise RunError(f"{run_dir}: no fold_* folder holds {checkpoint_name}; train a fold first")
-    return dirs
-
-
-def find_run(run_dir: str | Path, folds: Sequence[str] | None = None, checkpoint: str = "final") -> TrainedRun:
-    """The run in ``run_dir`` with the given folds (default: every fold that has the checkpoint).
+def load_trained_run(run_dir: Path, configuration: str, folds: Sequence[tuple[Path, Path]]) -> TrainedRun:
+    """The trained run of ``folds``: the plans from the first checkpoint, with the folds' shared plan.
 
     Args:
-        run_dir: a ``runs/CONFIGURATION__NETWORK`` folder.
-        folds: fold names such as ``0`` or ``all``.
-        checkpoint: ``final`` or ``best``.
+        run_dir: the run folder, for messages and records.
+        configuration: the configuration the folds trained.
+        folds: ``(plan file, checkpoint)`` of each fold to predict with.
 
     Raises:
-        RunError: the folder, a fold, a checkpoint or a plan is missing, or the folds' plans differ.
+        RunError: a plan or checkpoint is unreadable, or the folds' plans differ.
     """
-    run_dir = Path(run_dir)
-    if checkpoint not in CHECKPOINTS:
-        raise RunError(f"checkpoint {checkpoint!r} is not one of {', '.join(CHECKPOINTS)}")
-    if not run_dir.is_dir():
-        raise RunError(f"{run_dir}: no such run folder")
-    if "__" not in run_dir.name:
-        hint = " (a fold folder: pass its parent)" if run_dir.name.startswith("fold_") else ""
-        raise RunError(f"{run_dir}: not a run folder named CONFIGURATION__NETWORK{hint}")
-    configuration = run_dir.name.split("__", 1)[0]
-    dirs = _fold_dirs(run_dir, folds, CHECKPOINTS[checkpoint])
-    plans_by_fold = [_read_plan(folder / PLAN_FILE) for folder in dirs]
-    for folder, plan in zip(dirs[1:], plans_by_fold[1:], strict=True):
+    if not folds:
+        raise RunError(f"{run_dir}: no fold to predict with")
+    plans_by_fold = [_read_plan(plan_file) for plan_file, _ in folds]
+    first_plan = folds[0][0]
+    for (plan_file, _), plan in zip(folds[1:], plans_by_fold[1:], strict=True):
         if plan != plans_by_fold[0]:
-            raise RunError(f"{folder / PLAN_FILE}: differs from {dirs[0] / PLAN_FILE}; folds of one run share one plan")
-    first = dirs[0] / CHECKPOINTS[checkpoint]
+            raise RunError(f"{plan_file}: differs from {first_plan}; folds of one run share one plan")
+    first = folds[0][1]
     try:
         saved = load_checkpoint(first).plans
         if saved is None:
@@ -113,7 +88,7 @@ def find_run(run_dir: str | Path, folds: Sequence[str] | None = None, checkpoint
     except (CheckpointError, PlansError) as err:
         raise RunError(str(err)) from err
     plans = dataclasses.replace(plans, configurations={**plans.configurations, configuration: plans_by_fold[0]})
-    return TrainedRun(run_dir, configuration, plans, tuple(folder / CHECKPOINTS[checkpoint] for folder in dirs))
+    return TrainedRun(run_dir, configuration, plans, tuple(checkpoint for _, checkpoint in folds))
 
 
 def load_model(run: TrainedRun, checkpoint: Path, device: torch.device) -> nn.Module:
@@ -126,23 +101,8 @@ def load_model(run: TrainedRun, checkpoint: Path, device: torch.device) -> nn.Mo
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise RunError(f"{checkpoint}: weights do not fit the network of {PLAN_FILE}: {err}") from err
+        raise RunError(f"{checkpoint}: weights do not fit the network of the folds' plan: {err}") from err
     return model.to(device).eval()
-
-
-def resolve_device(choice: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; plain ``cuda`` means ``cuda:LOCAL_RANK``."""
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(choice)
-    except RuntimeError as err:
-        raise RunError(f"--device {choice!r}: not a device (auto, cpu, cuda or cuda:N)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RunError(f"--device {choice!r}: CUDA is not available on this machine")
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return device
 
 
 def make_predictor(run: TrainedRun, device: torch.device, mirroring: bool = True, step: float = 0.5) -> Predictor:

@@ -1,4 +1,4 @@
-"""One training run end to end: build the parts from the plan and config, train, then validate the fold.
+"""One training run: build the parts from the plan and config, then train (validation is the workspace's).
 
 The config is the resolved hydra config (``configs/train.yaml``): ``trainer`` (schedule and
 optimiser presets), ``augmentation``, ``network`` (fine-tuning from a pretrained encoder), ``seed``,
@@ -9,38 +9,28 @@ rank 0 writes.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from mambaseg.evaluation.dice import dice_per_class, mean_per_class
-from mambaseg.inference.predictor import Predictor
-from mambaseg.io import write_image
 from mambaseg.planning.checkpoint import load_checkpoint, unwrap_model
 from mambaseg.planning.model import build_network, mirror_axes_for
-from mambaseg.preprocessing import preprocessed_dir
-from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
 from mambaseg.training.fine_tuning import prepare_fine_tuning
 from mambaseg.training.losses import build_training_loss, regions_from_labels
 from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches, epoch_batches
 from mambaseg.training.run_log import RunLog
-from mambaseg.training.setup import RunSpec, count_outputs, fold_cases, write_run_files
+from mambaseg.training.setup import RunSpec, count_outputs, write_run_files
 from mambaseg.training.trainer import CheckpointWriter, LoopSettings, Trainer
 
 log = logging.getLogger(__name__)
-
-LATEST = "checkpoint_latest.pt"
-FINAL = "checkpoint_final.pt"
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -49,15 +39,17 @@ def rank_and_world() -> tuple[int, int]:
     return 0, 1
 
 
-def _resume_from(run_dir: Path) -> Path | None:
-    for name in (LATEST, FINAL):
-        if (run_dir / name).is_file():
-            return run_dir / name
+def _resume_from(spec: RunSpec) -> Path | None:
+    for path in (spec.files.checkpoints.latest, spec.files.checkpoints.final):
+        if path.is_file():
+            return path
     return None
 
 
-def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, continue_training: bool = False) -> Path:
-    """Train one fold and validate it; returns the run folder.
+def train_fold(
+    spec: RunSpec, config: Mapping[str, Any], device: torch.device, continue_training: bool = False
+) -> torch.nn.Module:
+    """Train one fold; returns the trained network (unwrapped from DDP), to validate.
 
     Args:
         spec: dataset, plans, configuration, network plan and fold.
@@ -68,13 +60,16 @@ def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, c
     rank, world = rank_and_world()
     is_main = rank == 0
     run_dir, plan, plans = spec.run_dir, spec.plan, spec.plans
-    checkpoint_path = _resume_from(run_dir) if continue_training else None
+    checkpoint_path = _resume_from(spec) if continue_training else None
     if continue_training and checkpoint_path is None:
-        raise ValueError(f"--continue: {run_dir} has no checkpoint to resume from")
-    if not continue_training and is_main and (run_dir / FINAL).exists():
-        raise ValueError(f"{run_dir} already holds a finished run; use --continue, or delete the folder to start over")
+        raise ValueError(f"continue_training: {run_dir} has no checkpoint to resume from")
+    if not continue_training and is_main and spec.files.checkpoints.final.exists():
+        raise ValueError(
+            f"{run_dir} already holds a finished run; continue it (continue_training), "
+            "or delete the folder to start over"
+        )
     if is_main:
-        write_run_files(run_dir, config, plan)
+        write_run_files(spec.files, config, plan)
 
     seed = int(config["seed"])
     torch.manual_seed(seed + rank)
@@ -98,8 +93,8 @@ def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, c
             find_unused_parameters=on_epoch_start is not None,  # a frozen encoder gets no gradients
         )
 
-    train_names, val_names = fold_cases(spec.workspace, spec.dataset, spec.fold)
-    folder = preprocessed_dir(spec.workspace, spec.dataset.name, spec.configuration)
+    train_names, val_names = spec.train_cases, spec.val_cases
+    folder = spec.preprocessed
     planned_batch = int(config["batch_size"] or plan.batch_size)
     batch_size = max(1, math.ceil(planned_batch / world))
     common = {"patch_size": plan.patch_size, "batch_size": batch_size, "rank": rank}
@@ -148,46 +143,6 @@ def train_fold(spec: RunSpec, config: Mapping[str, Any], device: torch.device, c
         on_epoch_start=on_epoch_start,
     )
     trainer.fit(start_epoch)
-    if is_main:
-        validate_fold(spec, unwrap_model(model), val_names, device, float(config["validation"]["step"]))
+    if run_log is not None:
         run_log.close()
-    return run_dir
-
-
-def validate_fold(
-    spec: RunSpec, model: torch.nn.Module, case_names: list[str], device: torch.device, step: float
-) -> dict[str, Any]:
-    """Predict the fold's validation cases in their original geometry, score Dice per class, write ``validation/``."""
-    plan, plans = spec.plan, spec.plans
-    out_dir = spec.run_dir / "validation"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    model.deep_supervision = False
-    predictor = Predictor(
-        [model],
-        PreprocessingSpec.from_plans(plans, spec.configuration),
-        plan.patch_size,
-        plans.num_classes,
-        device,
-        mirror_axes=mirror_axes_for(plan),
-        step=step,
-    )
-    cases = {case.name: case for case in spec.dataset.cases}
-    labels = sorted(v for v in plans.labels.values() if isinstance(v, int) and v > 0)
-    per_case = {}
-    for name in case_names:
-        case = cases[name]
-        prediction = predictor.predict(case.load_images())
-        write_image(prediction.mask, out_dir / f"{name}{spec.dataset.file_ending}")
-        reference = case.load_label()
-        per_case[name] = dice_per_class(prediction.mask.array, np.rint(reference.array).astype(int), labels)
-    means = mean_per_class(list(per_case.values()))
-    names = {v: k for k, v in plans.labels.items() if isinstance(v, int)}
-    summary = {
-        "dice_per_class": {names[label]: value for label, value in means.items()},
-        "mean_dice": float(np.nanmean(list(means.values()))) if means else math.nan,
-        "cases": {name: {names[label]: v for label, v in scores.items()} for name, scores in per_case.items()},
-    }
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log.info("validation of %s: mean Dice %.4f %s", spec.run_dir, summary["mean_dice"], summary["dice_per_class"])
-    return summary
+    return unwrap_model(model)

@@ -1,8 +1,6 @@
-"""Setting up one training run from the plans: folders, network, loss, optimiser, batches, resume.
+"""Setting up one training run from the plans: what to train, the plan for another network, the run's files.
 
-A run lives in ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK/fold_K/`` and holds the resolved
-config (``config.yaml``), the plan it trained with (``plan.json``), the checkpoints, ``metrics.csv``,
-``progress.png``, ``training.log`` and, after training, ``validation/``.
+The workspace layer (``mambaseg.workspace``) names the fold's files and hands them over in a ``RunSpec``.
 """
 
 from __future__ import annotations
@@ -13,36 +11,76 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from mambaseg.data.dataset import Dataset
-from mambaseg.data.splits import load_or_create_splits
+from mambaseg.io.atomic import write_atomically
 from mambaseg.planning.plans import ConfigurationPlan, Plans
 
 log = logging.getLogger(__name__)
 
-SPLITS_FILE = "splits.json"
-FOLD_ALL = "all"
+
+class CheckpointPaths(Protocol):
+    """The checkpoint files of a run folder."""
+
+    @property
+    def latest(self) -> Path: ...
+
+    @property
+    def best(self) -> Path: ...
+
+    @property
+    def final(self) -> Path: ...
+
+
+class FoldPaths(Protocol):
+    """Where a training fold's files go (the workspace layer's ``FoldFiles`` provides them)."""
+
+    @property
+    def checkpoints(self) -> CheckpointPaths: ...
+
+    @property
+    def folder(self) -> Path: ...
+
+    @property
+    def config(self) -> Path: ...
+
+    @property
+    def plan(self) -> Path: ...
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """What to train: the dataset's plans, one configuration and network, one fold."""
+    """What to train: the dataset's plans, one configuration and network, one fold's cases and files.
 
-    workspace: Path
+    Args:
+        dataset: the raw dataset (labels, ignore label).
+        plans: the dataset's plans.
+        configuration: the configuration's name.
+        plan: the configuration plan to train (the planned one, or one planned for another network).
+        fold: the fold's name, ``0``-``4`` or ``all``.
+        train_cases: names of the cases to train on.
+        val_cases: names of the cases to validate on.
+        preprocessed: the configuration's preprocessed folder.
+        files: where the fold's files go.
+    """
+
     dataset: Dataset
     plans: Plans
     configuration: str
     plan: ConfigurationPlan
     fold: str
+    train_cases: list[str]
+    val_cases: list[str]
+    preprocessed: Path
+    files: FoldPaths
 
     @property
     def run_dir(self) -> Path:
-        name = f"{self.configuration}__{self.plan.network}"
-        return self.workspace / self.dataset.name / "runs" / name / f"fold_{self.fold}"
+        return self.files.folder
 
 
 def choose_plan(plans: Plans, configuration: str, network: str | None, replan) -> ConfigurationPlan:
@@ -68,18 +106,6 @@ def choose_plan(plans: Plans, configuration: str, network: str | None, replan) -
     return other
 
 
-def fold_cases(workspace: Path, dataset: Dataset, fold: str) -> tuple[list[str], list[str]]:
-    """(training, validation) case names of a fold from ``splits.json`` (written on first use); ``all``: every case."""
-    names = [case.name for case in dataset.cases]
-    if fold == FOLD_ALL:
-        return names, names
-    splits = load_or_create_splits(workspace / dataset.name / SPLITS_FILE, names)
-    if not fold.isdigit() or int(fold) >= len(splits):
-        raise ValueError(f"fold {fold!r} does not exist: {SPLITS_FILE} has folds 0-{len(splits) - 1}, or use 'all'")
-    split = splits[int(fold)]
-    return list(split["train"]), list(split["val"])
-
-
 @torch.no_grad()
 def count_outputs(model: nn.Module, in_channels: int, patch_size: Sequence[int]) -> int | None:
     """How many outputs a deep-supervised network returns (None: a single tensor), from a zero patch's forward."""
@@ -91,10 +117,12 @@ def count_outputs(model: nn.Module, in_channels: int, patch_size: Sequence[int])
     return len(out) if isinstance(out, list | tuple) else None
 
 
-def write_run_files(run_dir: Path, config: Mapping[str, Any], plan: ConfigurationPlan) -> None:
+def write_run_files(files: FoldPaths, config: Mapping[str, Any], plan: ConfigurationPlan) -> None:
     """The resolved config and the plan used, beside the checkpoints."""
     from omegaconf import OmegaConf
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(dict(config))))
-    (run_dir / "plan.json").write_text(json.dumps(dataclasses.asdict(plan), indent=2) + "\n")
+    files.folder.mkdir(parents=True, exist_ok=True)
+    config_yaml = OmegaConf.to_yaml(OmegaConf.create(dict(config)))
+    write_atomically(files.config, lambda handle: handle.write(config_yaml.encode()))
+    plan_json = json.dumps(dataclasses.asdict(plan), indent=2) + "\n"
+    write_atomically(files.plan, lambda handle: handle.write(plan_json.encode()))

@@ -1,1 +1,34 @@
-"""The workspace: every path and file name of it, and the pipeline as a Python API."""
+"""The workspace: every path and file name of it (``layout``), and the pipeline as a Python API.
+
+Each stage takes the dataset (a folder, a name under ``WORKSPACE/raw``, or a ``Dataset``) and the workspace
+folder, and returns what it made; the ``mambaseg`` command is a shell over these functions::
+
+    from mambaseg import workspace as ms
+
+    ms.plan("Task04_Hippocampus", "my_workspace")
+    result = ms.train("Task04_Hippocampus", "my_workspace", "3d_fullres", fold=0)
+    ms.find_best("Task04_Hippocampus", "my_workspace")
+    ms.predict("scans/", "masks/", dataset="Hippocampus", workspace="my_workspace")
+"""
+
+from mambaseg.workspace.layout import Workspace, resolve_workspace
+from mambaseg.workspace.prediction import evaluate, find_best, predict
+from mambaseg.workspace.preparation import DatasetCheckError, check, fingerprint, plan, preprocess
+from mambaseg.workspace.pretraining import pretrain
+from mambaseg.workspace.training import TrainResult, train
+
+__all__ = [
+    "DatasetCheckError",
+    "TrainResult",
+    "Workspace",
+    "check",
+    "evaluate",
+    "find_best",
+    "fingerprint",
+    "plan",
+    "predict",
+    "preprocess",
+    "pretrain",
+    "resolve_workspace",
+    "train",
+]

@@ -2,8 +2,8 @@ import pytest
 
 from mambaseg.data import load_dataset
 from mambaseg.evaluation.cross_validation import SelectionError, select_folds
-from mambaseg.evaluation.model_selection import find_best
-from mambaseg.inference.postprocessing import INSTRUCTIONS_FILE, keep_largest_component_step, load_instructions
+from mambaseg.inference.postprocessing import keep_largest_component_step, load_instructions
+from mambaseg.workspace import Workspace, find_best
 from tests.evaluation.workspace import make_dataset, shrunk, with_blob, write_run, write_splits
 
 BLOB_DICE = 2 * 144 / (144 + 152)  # label 1: 144 voxels, predicted with 8 more
@@ -23,7 +23,7 @@ def test_find_best_ranks_runs_and_chooses_postprocessing(setup):
     write_run(workspace, root, "3d_fullres__unet", with_blob, probabilities=True)
     write_run(workspace, root, "2d__unet", shrunk, probabilities=True)
     write_run(workspace, root, "3d_lowres__unet", shrunk, folds=(0,))
-    instructions = find_best(workspace, load_dataset(root))
+    instructions = find_best(load_dataset(root), workspace)
 
     assert instructions.runs == ["Synthetic/runs/3d_fullres__unet"] and instructions.folds == [0, 1]
     ranking = [(entry["candidate"], entry["mean_dice"]) for entry in instructions.ranking]
@@ -37,7 +37,7 @@ def test_find_best_ranks_runs_and_chooses_postprocessing(setup):
     assert instructions.skipped == [{"candidate": "3d_lowres__unet", "reason": "folds [1] not validated"}]
     assert instructions.postprocessing == [keep_largest_component_step([1, 2], jointly=True)]
     assert instructions.cross_validation["mean_dice_postprocessed"] == pytest.approx(1.0)
-    loaded = load_instructions(workspace / "Synthetic" / INSTRUCTIONS_FILE)
+    loaded = load_instructions(Workspace(workspace).dataset("Synthetic").instructions)
     assert loaded == instructions
 
 
@@ -45,7 +45,7 @@ def test_no_postprocessing_when_it_does_not_help_and_ensembles_need_probabilitie
     workspace, root = setup
     write_run(workspace, root, "3d_fullres__unet", shrunk)
     write_run(workspace, root, "2d__unet", with_blob, probabilities=True)
-    instructions = find_best(workspace, load_dataset(root))
+    instructions = find_best(load_dataset(root), workspace)
     assert instructions.runs == ["Synthetic/runs/2d__unet"]
     assert len(instructions.ranking) == 2
     [skipped] = instructions.skipped
@@ -53,7 +53,7 @@ def test_no_postprocessing_when_it_does_not_help_and_ensembles_need_probabilitie
     assert "3d_fullres__unet/fold_0/validation/case_000.npz missing" in skipped["reason"]
 
     write_run(workspace, root, "2d__unet", lambda mask: mask)  # now perfect: nothing to remove
-    assert find_best(workspace, load_dataset(root), ensembles=False).postprocessing == []
+    assert find_best(load_dataset(root), workspace, ensembles=False).postprocessing == []
 
 
 def test_missing_validation_mask_is_named(setup):
@@ -61,7 +61,7 @@ def test_missing_validation_mask_is_named(setup):
     run = write_run(workspace, root, "3d_fullres__unet", shrunk)
     (run / "fold_1" / "validation" / "case_003.nii.gz").unlink()
     with pytest.raises(SelectionError, match=r"fold_1/validation/case_003\.nii\.gz"):
-        find_best(workspace, load_dataset(root))
+        find_best(load_dataset(root), workspace)
 
 
 def test_folds_every_run_has_when_none_has_all():

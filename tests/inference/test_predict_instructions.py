@@ -18,12 +18,12 @@ from torch import nn
 from mambaseg.cli.main import main
 from mambaseg.inference import runs
 from mambaseg.inference.postprocessing import (
-    INSTRUCTIONS_FILE,
     InferenceInstructions,
     apply_postprocessing,
     keep_largest_component_step,
 )
 from mambaseg.io import Image, read_image, write_image
+from mambaseg.workspace import Workspace
 from tests.data.synthetic import write_nnunet_dataset
 
 LABELS = {"background": 0, "left": 1, "right": 2}
@@ -47,7 +47,7 @@ def workspace(tmp_path_factory) -> tuple[Path, Path]:
 
 def write_instructions(workspace: Path, run_names: list[str], postprocessing: list[dict] | None = None) -> Path:
     instructions = InferenceInstructions("Synthetic", run_names, [0], postprocessing or [])
-    path = workspace / "Synthetic" / INSTRUCTIONS_FILE
+    path = Workspace(workspace).dataset("Synthetic").instructions
     path.write_text(json.dumps(instructions.to_dict(), indent=2))
     return path
 
@@ -112,10 +112,10 @@ def test_postprocessing_of_the_instructions_removes_a_spurious_blob(workspace, t
 
 def test_missing_or_broken_instructions_are_refused_with_a_clear_error(workspace, tmp_path, capsys):
     ws, images = workspace
-    instructions = ws / "Synthetic" / INSTRUCTIONS_FILE
+    instructions = Workspace(ws).dataset("Synthetic").instructions
     instructions.unlink(missing_ok=True)
     assert predict(images, tmp_path / "out", *instructed(ws)) == 1
-    assert f"{instructions}: no inference instructions; run `mambaseg find-best Synthetic` first" in _error(capsys)
+    assert f"{instructions}: no inference instructions; run find-best on Synthetic first" in _error(capsys)
     assert predict(images, tmp_path / "out", "-d", "Dataset001_Tiny", "--workspace", str(ws)) == 1
     assert "no dataset 'Dataset001_Tiny' in the workspace (datasets with instructions: none)" in _error(capsys)
     write_instructions(ws, [RUNS[0], "Synthetic/runs/3d_fullres__missing"])
@@ -123,7 +123,7 @@ def test_missing_or_broken_instructions_are_refused_with_a_clear_error(workspace
     assert f"{instructions}: run 'Synthetic/runs/3d_fullres__missing'" in _error(capsys)
     write_instructions(ws, RUNS)
     assert predict(images, tmp_path / "out", *instructed(ws), "-f", "0") == 1
-    assert "with -d the instructions choose the folds" in _error(capsys)
+    assert "with dataset the instructions choose the folds" in _error(capsys)
     with pytest.raises(SystemExit):
         predict(images, tmp_path / "out", "-d", "Synthetic", "-m", str(ws / RUNS[0]))
     assert not (tmp_path / "out").exists()
@@ -131,9 +131,9 @@ def test_missing_or_broken_instructions_are_refused_with_a_clear_error(workspace
 
 def test_predict_follows_what_find_best_wrote(workspace, tmp_path):
     ws, images = workspace
-    (ws / "Synthetic" / INSTRUCTIONS_FILE).unlink(missing_ok=True)
+    (Workspace(ws).dataset("Synthetic").instructions).unlink(missing_ok=True)
     assert main(["find-best", str(images.parent), "--workspace", str(ws), "--folds", "0"]) == 0
-    chosen = json.loads((ws / "Synthetic" / INSTRUCTIONS_FILE).read_text())
+    chosen = json.loads((Workspace(ws).dataset("Synthetic").instructions).read_text())
     assert len(chosen["runs"]) == 1 and chosen["runs"][0] in RUNS and chosen["folds"] == [0]  # no probabilities saved
     assert predict(images, tmp_path / "out", *instructed(ws)) == 0
     assert predict(images, tmp_path / "single", "-m", str(ws / chosen["runs"][0])) == 0

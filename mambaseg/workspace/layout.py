@@ -1,0 +1,278 @@
+"""Every path and file name of the workspace, built and parsed here and nowhere else.
+
+::
+
+    WORKSPACE/
+      raw/DATASET/                                   datasets given by name (``mambaseg demo`` writes one here)
+      DATASET/
+        fingerprint.json  plans.json  splits.json  inference_instructions.json
+        preprocessed/CONFIGURATION/                  CASE.npz + CASE.json per case, preprocessing.json
+        runs/CONFIGURATION__NETWORK/fold_K/          K = 0..4 or ``all``
+          config.yaml  plan.json  checkpoint_{latest,best,final}.pt
+          metrics.csv  progress.png  training.log
+          validation/                                CASE<ending> (masks), summary.json
+      pretraining/IMAGEFOLDER__NETWORK/              config.yaml, checkpoints, log files, encoder.pt
+
+Lower layers never compose these names: they are handed the paths (``FoldFiles``, ``RunLogFiles``...).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+WORKSPACE_ENV = "MAMBASEG_WORKSPACE"
+DEFAULT_WORKSPACE = "mambaseg_workspace"
+RUN_NAME_SEPARATOR = "__"
+FOLD_PREFIX = "fold_"
+FOLD_ALL = "all"
+CHECKPOINT_KINDS = ("final", "best", "latest")
+
+
+class LayoutError(ValueError):
+    """A path that is not what the workspace layout says it should be; the message names it."""
+
+
+def resolve_workspace(value: str | os.PathLike | None) -> Workspace:
+    """The given folder, else ``$MAMBASEG_WORKSPACE``, else ``./mambaseg_workspace``; resolved once, at the entry point.
+
+    Raises:
+        LayoutError: the folder exists and is not a directory.
+    """
+    root = Path(value or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE).expanduser().resolve()
+    if root.exists() and not root.is_dir():
+        raise LayoutError(f"workspace {root}: exists and is not a folder")
+    return Workspace(root)
+
+
+@dataclass(frozen=True)
+class RunLogFiles:
+    """The log files of a training or pretraining run folder."""
+
+    metrics: Path
+    plot: Path
+    log: Path
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> RunLogFiles:
+        return cls(folder / "metrics.csv", folder / "progress.png", folder / "training.log")
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """The three checkpoints of a run folder: ``latest`` (periodic), ``best`` (pseudo Dice EMA), ``final``."""
+
+    latest: Path
+    best: Path
+    final: Path
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> CheckpointFiles:
+        return cls(*(folder / f"checkpoint_{kind}.pt" for kind in ("latest", "best", "final")))
+
+    def get(self, kind: str) -> Path:
+        """The checkpoint ``kind`` (final, best or latest)."""
+        if kind not in CHECKPOINT_KINDS:
+            raise LayoutError(f"checkpoint {kind!r} is not one of {', '.join(CHECKPOINT_KINDS)}")
+        return getattr(self, kind)
+
+    def resume_order(self) -> tuple[Path, Path]:
+        """Where an interrupted run resumes from, first match wins."""
+        return self.latest, self.final
+
+
+@dataclass(frozen=True)
+class FoldFiles:
+    """``runs/CONFIGURATION__NETWORK/fold_K``: one trained fold."""
+
+    folder: Path
+    fold: str
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.yaml"
+
+    @property
+    def plan(self) -> Path:
+        return self.folder / "plan.json"
+
+    @property
+    def checkpoints(self) -> CheckpointFiles:
+        return CheckpointFiles.in_folder(self.folder)
+
+    @property
+    def logs(self) -> RunLogFiles:
+        return RunLogFiles.in_folder(self.folder)
+
+    @property
+    def validation(self) -> Path:
+        """The folder of the validation cases' masks and ``summary.json``."""
+        return self.folder / "validation"
+
+    @property
+    def validation_summary(self) -> Path:
+        return self.validation / "summary.json"
+
+    def validation_mask(self, case: str, file_ending: str) -> Path:
+        return self.validation / f"{case}{file_ending}"
+
+    def validation_probabilities(self, case: str) -> Path:
+        return self.validation / f"{case}.npz"
+
+    @property
+    def is_numbered(self) -> bool:
+        """A cross-validation fold (``fold_all`` trains on every case and validates nothing held out)."""
+        return self.fold.isdigit()
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """``runs/CONFIGURATION__NETWORK``: the folds of one configuration and network."""
+
+    folder: Path
+    configuration: str
+    network: str
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @classmethod
+    def parse(cls, folder: str | os.PathLike) -> RunFiles:
+        """The run of an existing folder named ``CONFIGURATION__NETWORK``.
+
+        Raises:
+            LayoutError: no such folder, or its name is not a run's.
+        """
+        folder = Path(folder).expanduser()
+        if not folder.is_dir():
+            raise LayoutError(f"{folder}: no such run folder")
+        configuration, separator, network = folder.name.partition(RUN_NAME_SEPARATOR)
+        if not separator or not configuration or not network:
+            hint = " (a fold folder: pass its parent)" if folder.name.startswith(FOLD_PREFIX) else ""
+            raise LayoutError(f"{folder}: not a run folder named CONFIGURATION{RUN_NAME_SEPARATOR}NETWORK{hint}")
+        return cls(folder, configuration, network)
+
+    def fold(self, fold: str | int) -> FoldFiles:
+        fold = str(fold)
+        if not (fold.isdigit() or fold == FOLD_ALL):
+            raise LayoutError(f"fold {fold!r}: a fold is a number or {FOLD_ALL!r}")
+        return FoldFiles(self.folder / f"{FOLD_PREFIX}{fold}", fold)
+
+    def folds(self) -> list[FoldFiles]:
+        """The fold folders that exist, numbered ones in order, then ``all``."""
+        found = []
+        for path in self.folder.glob(f"{FOLD_PREFIX}*"):
+            name = path.name.removeprefix(FOLD_PREFIX)
+            if path.is_dir() and (name.isdigit() or name == FOLD_ALL):
+                found.append(FoldFiles(path, name))
+        return sorted(found, key=lambda f: (not f.is_numbered, int(f.fold) if f.is_numbered else 0))
+
+
+@dataclass(frozen=True)
+class DatasetFiles:
+    """``WORKSPACE/DATASET``: what the pipeline writes for one dataset."""
+
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return self.folder.name
+
+    @property
+    def fingerprint(self) -> Path:
+        return self.folder / "fingerprint.json"
+
+    @property
+    def plans(self) -> Path:
+        return self.folder / "plans.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.folder / "splits.json"
+
+    @property
+    def instructions(self) -> Path:
+        """``inference_instructions.json``, written by find-best, followed by ``predict -d``."""
+        return self.folder / "inference_instructions.json"
+
+    @property
+    def demo_results(self) -> Path:
+        """What ``mambaseg demo`` writes after training: predictions, their evaluation, overlay images."""
+        return self.folder / "demo"
+
+    def preprocessed(self, configuration: str) -> Path:
+        return self.folder / "preprocessed" / configuration
+
+    @property
+    def runs_folder(self) -> Path:
+        return self.folder / "runs"
+
+    def run(self, configuration: str, network: str) -> RunFiles:
+        return RunFiles(self.runs_folder / f"{configuration}{RUN_NAME_SEPARATOR}{network}", configuration, network)
+
+    def runs(self) -> list[RunFiles]:
+        """The run folders that exist, by name."""
+        if not self.runs_folder.is_dir():
+            return []
+        found = []
+        for path in sorted(self.runs_folder.iterdir()):
+            if path.is_dir() and RUN_NAME_SEPARATOR in path.name:
+                found.append(RunFiles.parse(path))
+        return found
+
+    def relative_run(self, relative: str) -> RunFiles:
+        """A run named relative to the workspace, as the inference instructions store them."""
+        return RunFiles.parse(self.folder.parent / relative)
+
+
+@dataclass(frozen=True)
+class PretrainingFiles:
+    """``pretraining/IMAGEFOLDER__NETWORK``: one classification pretraining run."""
+
+    folder: Path
+
+    @property
+    def config(self) -> Path:
+        return self.folder / "config.yaml"
+
+    @property
+    def checkpoints(self) -> CheckpointFiles:
+        return CheckpointFiles.in_folder(self.folder)
+
+    @property
+    def logs(self) -> RunLogFiles:
+        return RunLogFiles.in_folder(self.folder)
+
+    @property
+    def encoder(self) -> Path:
+        """``encoder.pt``: what ``network.pretrained=PATH`` starts a segmentation run from."""
+        return self.folder / "encoder.pt"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The workspace folder."""
+
+    root: Path
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw"
+
+    def dataset_source(self, value: str | os.PathLike) -> Path:
+        """``value`` where it exists, else the folder of that name under ``raw/`` where that exists."""
+        path = Path(value).expanduser()
+        candidate = self.raw / str(value)
+        return candidate if not path.exists() and candidate.is_dir() else path
+
+    def dataset(self, name: str) -> DatasetFiles:
+        return DatasetFiles(self.root / name)
+
+    def relative(self, path: Path) -> str:
+        """``path`` relative to the workspace, as files in it refer to each other."""
+        return Path(path).resolve().relative_to(self.root).as_posix()
+
+    def pretraining(self, image_folder: Path, network: str) -> PretrainingFiles:
+        return PretrainingFiles(self.root / "pretraining" / f"{Path(image_folder).name}{RUN_NAME_SEPARATOR}{network}")

@@ -1,0 +1,188 @@
+"""The stages before training: check the dataset, fingerprint it, plan, preprocess.
+
+Each stage takes the dataset (its folder, its name under ``WORKSPACE/raw``, or a loaded ``Dataset``) and
+the workspace (a path, a ``Workspace``, or None for ``$MAMBASEG_WORKSPACE`` / ``./mambaseg_workspace``),
+writes its file into the workspace and returns what it made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from mambaseg.data import CheckReport, Dataset, check_dataset, load_dataset
+from mambaseg.planning.fingerprint import Fingerprint, extract_fingerprint
+from mambaseg.planning.planner import plan_experiment
+from mambaseg.planning.plans import Plans, load_plans
+from mambaseg.preprocessing import preprocess_dataset
+from mambaseg.preprocessing.dataset import PreprocessSummary
+from mambaseg.workspace.layout import Workspace, resolve_workspace
+
+log = logging.getLogger(__name__)
+
+DatasetArg = str | os.PathLike | Dataset
+WorkspaceArg = str | os.PathLike | Workspace | None
+
+
+class DatasetCheckError(ValueError):
+    """The dataset check found errors; ``report`` lists every problem of ``dataset``."""
+
+    def __init__(self, dataset: Dataset, report: CheckReport) -> None:
+        super().__init__(f"{report.root}: the dataset check found {len(report.errors)} error(s)")
+        self.dataset = dataset
+        self.report = report
+
+
+def open_workspace(workspace: WorkspaceArg) -> Workspace:
+    """A ``Workspace`` from a path (or the default when None)."""
+    return workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
+
+
+def open_dataset(dataset: DatasetArg, workspace: WorkspaceArg = None) -> Dataset:
+    """The dataset of a folder, or of a name under ``WORKSPACE/raw``; a loaded one as it is.
+
+    Raises:
+        DatasetError: no dataset there, naming the folder or its ``dataset.json``.
+    """
+    if isinstance(dataset, Dataset):
+        return dataset
+    return load_dataset(open_workspace(workspace).dataset_source(dataset))
+
+
+def check(
+    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: bool = False
+) -> CheckReport:
+    """Every problem of the dataset: files, geometry, labels (the report; nothing is written).
+
+    Args:
+        dataset: folder, name under ``WORKSPACE/raw``, or ``Dataset``.
+        workspace: the workspace (for dataset names).
+        workers: processes reading cases (None: one per CPU; 0 or 1: this process).
+        progress: show a progress bar.
+    """
+    return check_dataset(open_dataset(dataset, workspace), max_workers=workers, progress=progress)
+
+
+def checked_dataset(
+    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: bool = False
+) -> Dataset:
+    """The dataset once its check found no error.
+
+    Raises:
+        DatasetCheckError: with the check's report.
+    """
+    loaded = open_dataset(dataset, workspace)
+    report = check_dataset(loaded, max_workers=workers, progress=progress)
+    if not report.ok:
+        raise DatasetCheckError(loaded, report)
+    return loaded
+
+
+def fingerprint(
+    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: bool = False
+) -> Fingerprint:
+    """Check the dataset, extract its fingerprint and write ``fingerprint.json``."""
+    ws = open_workspace(workspace)
+    loaded = checked_dataset(dataset, ws, workers, progress)
+    return _extract_fingerprint(loaded, ws, workers)
+
+
+def _extract_fingerprint(dataset: Dataset, workspace: Workspace, workers: int | None) -> Fingerprint:
+    extracted = extract_fingerprint(dataset, workers)
+    path = workspace.dataset(dataset.name).fingerprint
+    extracted.save(path)
+    log.info("fingerprint of %d cases: %s", len(extracted.cases), path)
+    return extracted
+
+
+def _fingerprint_of(dataset: Dataset, workspace: Workspace, workers: int | None) -> Fingerprint:
+    path = workspace.dataset(dataset.name).fingerprint
+    return Fingerprint.load(path) if path.is_file() else _extract_fingerprint(dataset, workspace, workers)
+
+
+def plan(
+    dataset: DatasetArg,
+    workspace: WorkspaceArg = None,
+    gpu_memory_gb: float = 8.0,
+    network: str | None = None,
+    workers: int | None = None,
+    progress: bool = False,
+) -> Plans:
+    """Check the dataset, fingerprint it where not done yet, plan and write ``plans.json``.
+
+    Args:
+        dataset: folder, name under ``WORKSPACE/raw``, or ``Dataset``.
+        workspace: the workspace.
+        gpu_memory_gb: the training memory budget.
+        network: a registered network for every configuration (None: the planner's default).
+        workers: processes reading cases.
+        progress: show progress bars.
+    """
+    ws = open_workspace(workspace)
+    loaded = checked_dataset(dataset, ws, workers, progress)
+    plans = plan_experiment(_fingerprint_of(loaded, ws, workers), gpu_memory_gb, network)
+    plans.save(ws.dataset(loaded.name).plans)
+    return plans
+
+
+def replan_for(dataset: Dataset, workspace: Workspace, plans: Plans, network: str) -> Plans:
+    """The dataset planned for ``network`` with the fingerprint and budget of ``plans`` (nothing written)."""
+    fingerprint_file = workspace.dataset(dataset.name).fingerprint
+    return plan_experiment(Fingerprint.load(fingerprint_file), plans.gpu_memory_gb, network=network)
+
+
+def ensure_plans(dataset: Dataset, workspace: Workspace, workers: int | None = None) -> Plans:
+    """The dataset's plans: read from ``plans.json``, or fingerprinted (where needed) and planned with defaults."""
+    path = workspace.dataset(dataset.name).plans
+    if path.is_file():
+        return load_plans(path)
+    plans = plan_experiment(_fingerprint_of(dataset, workspace, workers))
+    plans.save(path)
+    log.info("plans with default settings (plan the dataset to choose others): %s", path)
+    return plans
+
+
+def preprocess(
+    dataset: DatasetArg,
+    workspace: WorkspaceArg = None,
+    configurations: Sequence[str] | None = None,
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> dict[str, PreprocessSummary]:
+    """Check the dataset, plan it where not done yet, and preprocess each configuration.
+
+    Args:
+        dataset: folder, name under ``WORKSPACE/raw``, or ``Dataset``.
+        workspace: the workspace.
+        configurations: configurations of the plans (None: every planned one).
+        workers: processes.
+        force: preprocess cases again even where their files exist.
+        progress: show progress bars.
+
+    Returns:
+        Configuration -> what was preprocessed and what was already done.
+    """
+    ws = open_workspace(workspace)
+    loaded = checked_dataset(dataset, ws, workers, progress)
+    plans = ensure_plans(loaded, ws, workers)
+    return preprocess_planned(loaded, ws, plans, configurations or list(plans.configurations), workers, force, progress)
+
+
+def preprocess_planned(
+    dataset: Dataset,
+    workspace: Workspace,
+    plans: Plans,
+    configurations: Sequence[str],
+    workers: int | None = None,
+    force: bool = False,
+    progress: bool = False,
+) -> dict[str, PreprocessSummary]:
+    """Preprocess the configurations of ``plans`` (cases already done are skipped unless ``force``)."""
+    summaries = {}
+    for configuration in configurations:
+        out = workspace.dataset(dataset.name).preprocessed(configuration)
+        summaries[configuration] = preprocess_dataset(dataset, plans, configuration, out, workers, force, progress)
+        log.info("%s: preprocessed into %s", configuration, out)
+    return summaries

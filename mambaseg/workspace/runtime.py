@@ -1,0 +1,90 @@
+"""Where and how work runs: the device, the DDP process group under torchrun, deterministic algorithms."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.distributed as dist
+
+log = logging.getLogger(__name__)
+
+
+class DeviceError(ValueError):
+    """A device that is not one, or is not on this machine."""
+
+
+def resolve_device(choice: str) -> torch.device:
+    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; plain ``cuda`` means ``cuda:LOCAL_RANK``.
+
+    Raises:
+        DeviceError: not a device name, or CUDA asked for on a machine without it.
+    """
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(choice)
+    except RuntimeError as err:
+        raise DeviceError(f"device {choice!r}: not a device (auto, cpu, cuda or cuda:N)") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"device {choice!r}: CUDA is not available on this machine")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return device
+
+
+def launched_by_torchrun() -> bool:
+    """Whether this process is one of several that torchrun started."""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1
+
+
+@contextmanager
+def distributed(device_choice: str) -> Iterator[tuple[torch.device, bool]]:
+    """The device, and whether this is rank 0; joins (and leaves) the process group when started by torchrun.
+
+    NCCL serves CUDA devices, gloo the CPU.
+    """
+    device = resolve_device(device_choice)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    joined = launched_by_torchrun() and not dist.is_initialized()
+    if joined:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        yield device, int(os.environ.get("RANK", 0)) == 0
+    finally:
+        if joined and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every process of the group (nothing without one)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def make_deterministic() -> None:
+    """Deterministic algorithms only (slower): the same seed gives the same weights."""
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def launch_torchrun(num_processes: int, module_arguments: Sequence[str]) -> int:
+    """Run ``python -m mambaseg ARGUMENTS`` under torchrun with ``num_processes`` processes; its exit status."""
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc-per-node={num_processes}",
+        "-m",
+        "mambaseg",
+        *module_arguments,
+    ]
+    log.info("launching %s", " ".join(command))
+    return subprocess.call(command)

@@ -1,0 +1,191 @@
+"""Training a fold and validating it: the plan and cases from the workspace, the run's files into it.
+
+Example::
+
+    from mambaseg import workspace as ms
+
+    result = ms.train("Task04_Hippocampus", "my_workspace", "3d_fullres", fold="0",
+                      overrides=["trainer=cpu_short", "trainer.num_epochs=2"])
+    print(result.validation["mean_dice"], result.fold.folder)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from mambaseg.data import Dataset
+from mambaseg.data.splits import load_or_create_splits
+from mambaseg.evaluation.dice import dice_per_class, mean_per_class
+from mambaseg.evaluation.summary import write_json
+from mambaseg.inference.predictor import Predictor
+from mambaseg.io import write_image
+from mambaseg.planning.checkpoint import load_checkpoint
+from mambaseg.planning.model import build_network, mirror_axes_for
+from mambaseg.preprocessing.case import PreprocessingSpec
+from mambaseg.training.run import train_fold
+from mambaseg.training.setup import RunSpec, choose_plan
+from mambaseg.workspace.config import compose_train_config
+from mambaseg.workspace.layout import FOLD_ALL, FoldFiles, Workspace
+from mambaseg.workspace.preparation import (
+    DatasetArg,
+    WorkspaceArg,
+    checked_dataset,
+    ensure_plans,
+    open_workspace,
+    preprocess_planned,
+    replan_for,
+)
+from mambaseg.workspace.runtime import barrier, distributed, make_deterministic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A trained (or validated again) fold: its files and its validation summary (None on ranks other than 0)."""
+
+    fold: FoldFiles
+    validation: dict[str, Any] | None
+
+
+def fold_cases(workspace: Workspace, dataset: Dataset, fold: str) -> tuple[list[str], list[str]]:
+    """(training, validation) case names of a fold from ``splits.json`` (written on first use); ``all``: every case."""
+    names = [case.name for case in dataset.cases]
+    if fold == FOLD_ALL:
+        return names, names
+    path = workspace.dataset(dataset.name).splits
+    splits = load_or_create_splits(path, names)
+    if not fold.isdigit() or int(fold) >= len(splits):
+        raise ValueError(f"fold {fold!r} does not exist: {path} has folds 0-{len(splits) - 1}, or use 'all'")
+    split = splits[int(fold)]
+    return list(split["train"]), list(split["val"])
+
+
+def run_spec(
+    dataset: Dataset, workspace: Workspace, configuration: str, network: str | None, fold: str, workers: int | None
+) -> RunSpec:
+    """What to train: the plan (replanned for another network than planned), the fold's cases and files."""
+    plans = ensure_plans(dataset, workspace, workers)
+    plan = choose_plan(plans, configuration, network, lambda name: replan_for(dataset, workspace, plans, name))
+    train_cases, val_cases = fold_cases(workspace, dataset, fold)
+    files = workspace.dataset(dataset.name)
+    return RunSpec(
+        dataset=dataset,
+        plans=plans,
+        configuration=configuration,
+        plan=plan,
+        fold=fold,
+        train_cases=train_cases,
+        val_cases=val_cases,
+        preprocessed=files.preprocessed(configuration),
+        files=files.run(configuration, plan.network).fold(fold),
+    )
+
+
+def validate_fold(spec: RunSpec, model: torch.nn.Module, device: torch.device, step: float) -> dict[str, Any]:
+    """Predict the fold's validation cases in their original geometry, score Dice per class, write ``validation/``."""
+    plan, plans = spec.plan, spec.plans
+    files: FoldFiles = spec.files  # the workspace's files: run_spec made them
+    files.validation.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.deep_supervision = False
+    predictor = Predictor(
+        [model],
+        PreprocessingSpec.from_plans(plans, spec.configuration),
+        plan.patch_size,
+        plans.num_classes,
+        device,
+        mirror_axes=mirror_axes_for(plan),
+        step=step,
+    )
+    cases = {case.name: case for case in spec.dataset.cases}
+    labels = sorted(v for v in plans.labels.values() if isinstance(v, int) and v > 0)
+    per_case = {}
+    for name in spec.val_cases:
+        case = cases[name]
+        prediction = predictor.predict(case.load_images())
+        write_image(prediction.mask, files.validation_mask(name, spec.dataset.file_ending))
+        reference = case.load_label()
+        per_case[name] = dice_per_class(prediction.mask.array, np.rint(reference.array).astype(int), labels)
+    means = mean_per_class(list(per_case.values()))
+    names = {v: k for k, v in plans.labels.items() if isinstance(v, int)}
+    summary = {
+        "dice_per_class": {names[label]: value for label, value in means.items()},
+        "mean_dice": float(np.nanmean(list(means.values()))) if means else math.nan,
+        "cases": {name: {names[label]: v for label, v in scores.items()} for name, scores in per_case.items()},
+    }
+    write_json(files.validation_summary, summary)
+    log.info("validation of %s: mean Dice %.4f %s", files.folder, summary["mean_dice"], summary["dice_per_class"])
+    return summary
+
+
+def _validate_checkpoint(spec: RunSpec, config: dict, device: torch.device, checkpoint: str) -> dict[str, Any]:
+    files: FoldFiles = spec.files
+    path = files.checkpoints.get(checkpoint)
+    if not path.is_file():
+        raise ValueError(f"validation_checkpoint: {path} does not exist; train the fold first (or choose another)")
+    model = build_network(spec.plans, spec.plan, deep_supervision=False).to(device)
+    model.load_state_dict(load_checkpoint(path, map_location=device).model)
+    return validate_fold(spec, model, device, float(config["validation"]["step"]))
+
+
+def train(
+    dataset: DatasetArg,
+    workspace: WorkspaceArg = None,
+    configuration: str = "3d_fullres",
+    network: str | None = None,
+    fold: str | int = "0",
+    overrides: Sequence[str] = (),
+    device: str = "auto",
+    continue_training: bool = False,
+    deterministic: bool = False,
+    workers: int | None = None,
+    validate_only: bool = False,
+    validation_checkpoint: str = "final",
+    progress: bool = False,
+) -> TrainResult:
+    """Train one fold of one configuration and network, then validate it; what is missing before is done first.
+
+    Checks the dataset, plans and preprocesses what is missing (rank 0 under torchrun), trains, and validates
+    the fold's held-out cases in their original geometry. Under torchrun the run is data-parallel (DDP).
+
+    Args:
+        dataset: folder, name under ``WORKSPACE/raw``, or ``Dataset``.
+        workspace: the workspace.
+        configuration: ``2d``, ``3d_fullres`` or ``3d_lowres``.
+        network: a registered network (None: the one planned for the configuration).
+        fold: ``0``-``4`` of ``splits.json``, or ``all``.
+        overrides: ``key=value`` overrides of ``configs/train.yaml``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        continue_training: resume the latest checkpoint.
+        deterministic: deterministic algorithms (slower), the same weights for the same seed.
+        workers: processes for the check and preprocessing.
+        validate_only: only validate the fold again from ``validation_checkpoint``.
+        validation_checkpoint: ``final``, ``best`` or ``latest`` (with ``validate_only``).
+        progress: show progress bars.
+    """
+    ws = open_workspace(workspace)
+    fold = str(fold)
+    config = compose_train_config(list(overrides))
+    with distributed(device) as (torch_device, is_main):
+        if deterministic:
+            make_deterministic()
+        loaded = checked_dataset(dataset, ws, workers, progress and is_main)
+        if is_main:
+            plans = ensure_plans(loaded, ws, workers)
+            preprocess_planned(loaded, ws, plans, [configuration], workers, progress=progress)
+        barrier()
+        spec = run_spec(loaded, ws, configuration, network, fold, workers)
+        if validate_only:
+            summary = _validate_checkpoint(spec, config, torch_device, validation_checkpoint) if is_main else None
+            return TrainResult(spec.files, summary)
+        model = train_fold(spec, config, torch_device, continue_training)
+        summary = validate_fold(spec, model, torch_device, float(config["validation"]["step"])) if is_main else None
+    return TrainResult(spec.files, summary)

@@ -205,6 +205,7 @@ def write_ct_run(run_dir: Path, num_classes: int, patch: list[int]) -> None:
     from mambaseg.planning.model import build_network
     from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
     from mambaseg.training.setup import write_run_files
+    from mambaseg.workspace.layout import RunFiles
 
     ct = Normalization("ct", {"clip_low": -1000.0, "clip_high": 1000.0, "mean": 40.0, "std": 200.0})
     topology = {"n_stages": 3, "features_per_stage": [4, 8, 16], "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]]}
@@ -214,9 +215,9 @@ def write_ct_run(run_dir: Path, num_classes: int, patch: list[int]) -> None:
     plans = Plans("CT", {"0": "CT"}, labels, num_classes, 8.0, [0, 1, 2], [0, 1, 2], {}, {"3d_fullres": plan})
     torch.manual_seed(0)
     model = build_network(plans, plan, deep_supervision=False)
-    fold = run_dir / "fold_0"
+    fold = RunFiles(run_dir, "3d_fullres", "unet_resenc").fold(0)
     write_run_files(fold, {}, plan)
-    save_checkpoint(fold / "checkpoint_final.pt", model=model, epoch=0, plans=plans.to_dict())
+    save_checkpoint(fold.checkpoints.final, model=model, epoch=0, plans=plans.to_dict())
 
 
 def memory(args: argparse.Namespace, work: Path) -> list[str]:

@@ -21,6 +21,7 @@ from mambaseg.io import Image, read_image, write_image
 from mambaseg.planning.checkpoint import save_checkpoint
 from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
 from mambaseg.training.setup import write_run_files
+from mambaseg.workspace.layout import RunFiles
 
 SHAPE = (100, 256, 256)
 CLASSES = 10
@@ -43,8 +44,9 @@ def _write_run(run_dir: Path) -> None:
     plan = ConfigurationPlan(3, [1.5, 0.8, 0.8], list(SHAPE), PATCH, 2, "unet_resenc", {}, [ct], 0.0)
     labels = {"background": 0, **{f"class {k}": k for k in range(1, CLASSES)}}
     plans = Plans("CT", {"0": "CT"}, labels, CLASSES, 8.0, [0, 1, 2], [0, 1, 2], {}, {"3d_fullres": plan})
-    write_run_files(run_dir / "fold_0", {}, plan)
-    save_checkpoint(run_dir / "fold_0" / "checkpoint_final.pt", model=nn.Identity(), epoch=0, plans=plans.to_dict())
+    fold = RunFiles(run_dir, "3d_fullres", "unet_resenc").fold(0)
+    write_run_files(fold, {}, plan)
+    save_checkpoint(fold.checkpoints.final, model=nn.Identity(), epoch=0, plans=plans.to_dict())
 
 
 def _predict_and_report_peaks(source: str, out: str, run: str, queue: multiprocessing.Queue) -> None:

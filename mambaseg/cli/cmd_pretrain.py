@@ -13,17 +13,14 @@ import os
 from pathlib import Path
 
 import torch.distributed as dist
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.text import Text
 
-from mambaseg.cli.cmd_train import CONFIG_DIR, _init_distributed, _launch_torchrun
+from mambaseg.cli.cmd_train import _init_distributed, _launch_torchrun
 from mambaseg.cli.main import add_workspace_argument
 from mambaseg.planning.checkpoint import CheckpointError
 from mambaseg.pretraining import ENCODER_FILE, list_pretrain_models, pretrain
-
-PRETRAIN_CONFIG_DIR = CONFIG_DIR / "pretrain"
+from mambaseg.workspace.config import compose_pretrain_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,13 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--num-gpus", type=int, default=1, help="launch this many DDP processes with torchrun")
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value (see configs/pretrain/)")
-
-
-def compose_pretrain_config(name: str, overrides: list[str]) -> dict:
-    """The resolved ``configs/pretrain/NAME.yaml`` with the ``key=value`` overrides, as a plain dict."""
-    with initialize_config_dir(config_dir=str(PRETRAIN_CONFIG_DIR), version_base=None):
-        cfg = compose(name, overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -11,12 +11,9 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.text import Text
 
@@ -30,8 +27,7 @@ from mambaseg.planning.plans import PlansError
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
 from mambaseg.training.validation_only import CHECKPOINTS, validate_checkpoint
-
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from mambaseg.workspace.config import compose_train_config
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,13 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--val-checkpoint", choices=sorted(CHECKPOINTS), default="final", help="checkpoint --val uses (default: final)"
     )
     parser.add_argument("overrides", nargs="*", help="config overrides as key=value (see configs/train.yaml)")
-
-
-def compose_config(overrides: list[str]) -> dict:
-    """The resolved ``configs/train.yaml`` with the command line's ``key=value`` overrides, as a plain dict."""
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        cfg = compose("train", overrides=overrides)
-    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def _without_num_gpus(argv: list[str]) -> list[str]:
@@ -117,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.deterministic:
         _make_deterministic()
     try:
-        config = compose_config(args.overrides)
+        config = compose_train_config(args.overrides)
         dataset = load_checked_dataset(console, args.dataset, args.workspace, args.workers)
         if dataset is None:
             return 1

@@ -5,10 +5,10 @@ import csv
 import torch
 import torch.distributed as dist
 
-from mambaseg.cli.cmd_pretrain import compose_pretrain_config
 from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.pretraining import pretrain
 from mambaseg.pretraining.data import shard
+from mambaseg.workspace.config import compose_pretrain_config
 from tests.pretraining.folders import write_image_folder
 from tests.processes import run_workers
 

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from mambaseg.io.atomic import write_text_atomically
+
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -102,10 +104,9 @@ class Fingerprint:
         }
 
     def save(self, path: Path) -> None:
+        """Write as readable JSON, atomically (``mambaseg.io.atomic``), creating the folder."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Fingerprint:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mambaseg.data.dataset import Case, Dataset
+from mambaseg.io.atomic import write_text_atomically
 from mambaseg.preprocessing.case import PreprocessingSpec, class_locations, preprocess_case
 from mambaseg.preprocessing.normalization import ChannelNormalization
 from mambaseg.preprocessing.storage import is_finished, save_case
@@ -118,7 +119,7 @@ def preprocess_cases(
     if not force and spec_path.is_file() and json.loads(spec_path.read_text()) != wanted:
         logger.warning("%s: the plans changed since the last run; preprocessing every case again", spec_path)
         force = True
-    spec_path.write_text(json.dumps(wanted, indent=1))
+    write_text_atomically(spec_path, json.dumps(wanted, indent=1))
     todo = [case for case in dataset.cases if force or not is_finished(folder, case.name)]
     skipped = tuple(case.name for case in dataset.cases if case not in todo)
     if skipped:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from mambaseg.evaluation.metrics import DEFAULT_TOLERANCE_MM, METRICS, ClassScores, case_metrics, unscored
-from mambaseg.io import Image, image_extension, read_image
+from mambaseg.io import Image, geometry_differences, image_extension, read_image
 from mambaseg.io.atomic import write_atomically
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 CSV_FILE = "metrics.csv"
 SCHEMA_VERSION = 1
-GEOMETRY_TOLERANCE = 1e-3
 
 
 class EvaluationError(ValueError):
@@ -106,16 +105,11 @@ def label_array(image: Image) -> np.ndarray:
 
 
 def check_geometry(prediction: Image, reference: Image, prediction_file: Path, reference_file: Path) -> None:
-    """EvaluationError naming both files where shape, spacing, origin or direction differ."""
-    for attribute in ("shape", "spacing", "origin", "direction"):
-        pred = prediction.array.shape if attribute == "shape" else getattr(prediction, attribute)
-        ref = reference.array.shape if attribute == "shape" else getattr(reference, attribute)
-        same = pred == ref if attribute == "shape" else np.allclose(pred, ref, atol=GEOMETRY_TOLERANCE)
-        if not same:
-            raise EvaluationError(
-                f"{prediction_file}: {attribute} {tuple(np.round(pred, 4))} differs from the reference's "
-                f"{tuple(np.round(ref, 4))} ({reference_file})"
-            )
+    """EvaluationError naming both files where shape, spacing, origin or direction differ (``geometry_differences``)."""
+    differences = geometry_differences(prediction, reference)
+    if differences:
+        described = "; ".join(difference.describe() for difference in differences)
+        raise EvaluationError(f"{prediction_file}: {described} of the reference ({reference_file})")
 
 
 def evaluate_pair(

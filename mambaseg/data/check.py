@@ -9,9 +9,8 @@ import logging
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from mambaseg.data.dataset import Case, Dataset
 from mambaseg.io import Image, geometry_differences
+from mambaseg.io.progress import Progress, as_progress
 
 logger = logging.getLogger(__name__)
 
@@ -79,13 +79,15 @@ class _CaseSummary:
     ndim: int | None = None
 
 
-def check_dataset(dataset: Dataset, max_workers: int | None = None, progress: bool = False) -> CheckReport:
+def check_dataset(
+    dataset: Dataset, max_workers: int | None = None, progress: Progress | bool | None = None
+) -> CheckReport:
     """Checks ``dataset.json`` and every case, reading the images and labels; modifies nothing.
 
     Args:
         dataset: The dataset to check.
         max_workers: Processes reading cases; None for one per CPU, 0 or 1 to read in this process.
-        progress: Show a progress bar.
+        progress: Where to report the cases read (``mambaseg.io.progress``); None for silence.
 
     Geometries (a label and its image, the channels of a case) are compared with ``mambaseg.io.geometry_differences``.
     """
@@ -95,7 +97,7 @@ def check_dataset(dataset: Dataset, max_workers: int | None = None, progress: bo
     report.problems += _check_unlisted_files(dataset)
     declared = _declared_values(dataset)
     all_cases = dataset.cases + dataset.test_images
-    summaries = _map_cases(all_cases, declared, max_workers, progress)
+    summaries = _map_cases(all_cases, declared, max_workers, as_progress(progress))
     for summary in summaries:
         report.problems += summary.problems
     report.problems += _check_consistency(dataset, all_cases, summaries)
@@ -167,16 +169,16 @@ def _declared_values(dataset: Dataset) -> frozenset[int]:
 
 
 def _map_cases(
-    cases: tuple[Case, ...], declared: frozenset[int], max_workers: int | None, progress: bool
+    cases: tuple[Case, ...], declared: frozenset[int], max_workers: int | None, progress: Progress
 ) -> list[_CaseSummary]:
     """``_check_case`` over the cases, in a process pool unless ``max_workers`` is 0 or 1; results in case order."""
     workers = min(max_workers if max_workers is not None else os.cpu_count() or 1, len(cases))
-    with _progress_bar(progress, len(cases)) as advance:
+    with progress.task("checking cases", len(cases)) as task:
         if workers <= 1:
             summaries = []
             for case in cases:
                 summaries.append(_check_case(case, declared))
-                advance()
+                task.advance()
             return summaries
         results: dict[int, _CaseSummary] = {}
         context = multiprocessing.get_context("spawn")
@@ -184,21 +186,8 @@ def _map_cases(
             futures = {pool.submit(_check_case, case, declared): index for index, case in enumerate(cases)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
-                advance()
+                task.advance()
         return [results[index] for index in range(len(cases))]
-
-
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar when ``enabled``; yields a callable that advances it by one case."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("checking cases", total=total)
-        yield lambda: bar.advance(task)
 
 
 def _check_case(case: Case, declared: Iterable[int]) -> _CaseSummary:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from mambaseg.io.atomic import write_text_atomically
+from mambaseg.io.progress import Progress, as_progress
 
 logger = logging.getLogger(__name__)
 
@@ -223,7 +224,7 @@ def extract_fingerprint(
     dataset: Any,
     workers: int | None = None,
     samples_per_case: int = SAMPLES_PER_CASE,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | Callable[[int, int], object] | None = None,
 ) -> Fingerprint:
     """Fingerprint a ``mambaseg.data`` dataset, reading cases in ``workers`` processes.
 
@@ -231,22 +232,21 @@ def extract_fingerprint(
         dataset: a loaded dataset (``mambaseg.data.load_dataset``).
         workers: processes (default: the CPU count, at most 8); 1 reads in this process.
         samples_per_case: the most foreground voxels sampled per case and channel.
-        progress: called with (cases done, cases in all) after each case.
+        progress: Where to report the cases done (``mambaseg.io.progress.as_progress``); None for silence.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     cases = list(dataset.cases)
     results: list[tuple[CaseFingerprint, list[np.ndarray]]] = []
-    if workers == 1:
-        for case in cases:
-            results.append(_analyze_dataset_case(case, samples_per_case))
-            if progress:
-                progress(len(results), len(cases))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for result in pool.map(_analyze_dataset_case, cases, [samples_per_case] * len(cases)):
-                results.append(result)
-                if progress:
-                    progress(len(results), len(cases))
+    with as_progress(progress).task("fingerprint", len(cases)) as task:
+        if workers == 1:
+            for case in cases:
+                results.append(_analyze_dataset_case(case, samples_per_case))
+                task.advance()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for result in pool.map(_analyze_dataset_case, cases, [samples_per_case] * len(cases)):
+                    results.append(result)
+                    task.advance()
     channel_names = {str(k): v for k, v in dataset.channel_names.items()}
     labels = {str(k): int(v) if not isinstance(v, (list, tuple)) else int(max(v)) for k, v in dataset.labels.items()}
     fingerprint = aggregate(dataset.name, channel_names, labels, results)

@@ -9,16 +9,16 @@ import logging
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from mambaseg.data.dataset import Case, Dataset
-from mambaseg.io import Image
+from mambaseg.io import Image, geometry_differences
+from mambaseg.io.progress import Progress, as_progress
 
 logger = logging.getLogger(__name__)
 
@@ -80,15 +80,16 @@ class _CaseSummary:
 
 
 def check_dataset(
-    dataset: Dataset, max_workers: int | None = None, progress: bool = False, tol: float = 1e-3
+    dataset: Dataset, max_workers: int | None = None, progress: Progress | bool | None = None
 ) -> CheckReport:
     """Checks ``dataset.json`` and every case, reading the images and labels; modifies nothing.
 
     Args:
         dataset: The dataset to check.
         max_workers: Processes reading cases; None for one per CPU, 0 or 1 to read in this process.
-        progress: Show a progress bar.
-        tol: Largest difference (mm, or direction cosine) between geometries taken as equal.
+        progress: Where to report the cases read (``mambaseg.io.progress``); None for silence.
+
+    Geometries (a label and its image, the channels of a case) are compared with ``mambaseg.io.geometry_differences``.
     """
     report = CheckReport(dataset.root, len(dataset.cases))
     report.problems += _check_description(dataset)
@@ -96,7 +97,7 @@ def check_dataset(
     report.problems += _check_unlisted_files(dataset)
     declared = _declared_values(dataset)
     all_cases = dataset.cases + dataset.test_images
-    summaries = _map_cases(all_cases, declared, tol, max_workers, progress)
+    summaries = _map_cases(all_cases, declared, max_workers, as_progress(progress))
     for summary in summaries:
         report.problems += summary.problems
     report.problems += _check_consistency(dataset, all_cases, summaries)
@@ -168,41 +169,28 @@ def _declared_values(dataset: Dataset) -> frozenset[int]:
 
 
 def _map_cases(
-    cases: tuple[Case, ...], declared: frozenset[int], tol: float, max_workers: int | None, progress: bool
+    cases: tuple[Case, ...], declared: frozenset[int], max_workers: int | None, progress: Progress
 ) -> list[_CaseSummary]:
     """``_check_case`` over the cases, in a process pool unless ``max_workers`` is 0 or 1; results in case order."""
     workers = min(max_workers if max_workers is not None else os.cpu_count() or 1, len(cases))
-    with _progress_bar(progress, len(cases)) as advance:
+    with progress.task("checking cases", len(cases)) as task:
         if workers <= 1:
             summaries = []
             for case in cases:
-                summaries.append(_check_case(case, declared, tol))
-                advance()
+                summaries.append(_check_case(case, declared))
+                task.advance()
             return summaries
         results: dict[int, _CaseSummary] = {}
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            futures = {pool.submit(_check_case, case, declared, tol): index for index, case in enumerate(cases)}
+            futures = {pool.submit(_check_case, case, declared): index for index, case in enumerate(cases)}
             for future in as_completed(futures):
                 results[futures[future]] = future.result()
-                advance()
+                task.advance()
         return [results[index] for index in range(len(cases))]
 
 
-@contextmanager
-def _progress_bar(enabled: bool, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress bar when ``enabled``; yields a callable that advances it by one case."""
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import Progress
-
-    with Progress(transient=True) as bar:
-        task = bar.add_task("checking cases", total=total)
-        yield lambda: bar.advance(task)
-
-
-def _check_case(case: Case, declared: Iterable[int], tol: float = 1e-3) -> _CaseSummary:
+def _check_case(case: Case, declared: Iterable[int]) -> _CaseSummary:
     """Reads one case and checks its files: presence, readability, finite voxels, geometry, label values."""
     problems = [Problem(path, "file not found") for path in _case_files(case) if not path.exists()]
     summary = _CaseSummary(problems)
@@ -215,18 +203,18 @@ def _check_case(case: Case, declared: Iterable[int], tol: float = 1e-3) -> _Case
     if images:
         summary.n_channels = len(images)
         summary.ndim = images[0].ndim
-        problems += _check_images(case, images, tol)
+        problems += _check_images(case, images)
     if case.label_file is not None and case.label_file.exists():
         try:
             label = case.load_label()
         except Exception as error:  # a checker reports whatever a reader raises, and goes on
             problems.append(Problem(case.label_file, f"cannot be read: {_describe(error, case.label_file)}"))
         else:
-            problems += _check_label(case.label_file, label, images[0] if images else None, frozenset(declared), tol)
+            problems += _check_label(case.label_file, label, images[0] if images else None, frozenset(declared))
     return summary
 
 
-def _check_images(case: Case, images: list[Image], tol: float) -> list[Problem]:
+def _check_images(case: Case, images: list[Image]) -> list[Problem]:
     problems = []
     for channel, image in enumerate(images):
         file = _channel_file(case, channel)
@@ -236,15 +224,16 @@ def _check_images(case: Case, images: list[Image], tol: float) -> list[Problem]:
             if bad:
                 problems.append(Problem(file, f"{where}{bad} voxels are NaN or infinite"))
         if channel > 0:
-            for difference in _geometry_differences(image, images[0], tol):
-                problems.append(Problem(file, f"{where}{difference} of channel 0 ({_channel_file(case, 0).name})"))
+            for difference in geometry_differences(image, images[0]):
+                channel_0 = _channel_file(case, 0).name
+                problems.append(Problem(file, f"{where}{difference.describe()} of channel 0 ({channel_0})"))
     return problems
 
 
-def _check_label(file: Path, label: Image, image: Image | None, declared: frozenset[int], tol: float) -> list[Problem]:
+def _check_label(file: Path, label: Image, image: Image | None, declared: frozenset[int]) -> list[Problem]:
     problems = []
     if image is not None:
-        problems += [Problem(file, f"{d} of the image") for d in _geometry_differences(label, image, tol)]
+        problems += [Problem(file, f"{d.describe()} of the image") for d in geometry_differences(label, image)]
     values = np.unique(label.array)
     if not np.issubdtype(values.dtype, np.integer):
         fractional = values[values != np.round(values)]
@@ -258,21 +247,6 @@ def _check_label(file: Path, label: Image, image: Image | None, declared: frozen
     if not found - {0}:
         problems.append(Problem(file, "label map has no foreground (only background)", WARNING))
     return problems
-
-
-def _geometry_differences(image: Image, reference: Image, tol: float) -> Iterator[str]:
-    """Phrases such as ``"shape (8, 10, 12) differs from (8, 10, 13)"``; the first that applies stops the rest."""
-    if image.array.shape != reference.array.shape:
-        yield f"shape {image.array.shape} differs from {reference.array.shape}"
-        return
-    for name in ("spacing", "origin", "direction"):
-        mine, theirs = getattr(image, name), getattr(reference, name)
-        if len(mine) != len(theirs) or not np.allclose(mine, theirs, rtol=0, atol=tol):
-            yield f"{name} {_rounded(mine)} differs from {_rounded(theirs)}"
-
-
-def _rounded(values: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(round(float(value), 5) for value in values)
 
 
 def _check_consistency(dataset: Dataset, cases: tuple[Case, ...], summaries: list[_CaseSummary]) -> list[Problem]:

@@ -85,8 +85,9 @@ def case_metrics(
     spacing: Sequence[float],
     tolerance_mm: float | Mapping[int, float] = DEFAULT_TOLERANCE_MM,
     ignore_label: int | None = None,
+    metrics: Sequence[str] = METRICS,
 ) -> dict[int, ClassScores]:
-    """Dice, HD95, NSD and the voxel counts ``n_pred`` and ``n_ref`` of each label in one case.
+    """The ``metrics`` (default Dice, HD95 and NSD) and the voxel counts ``n_pred`` and ``n_ref`` of each label.
 
     Args:
         prediction: label map, the shape of ``reference``.
@@ -95,7 +96,9 @@ def case_metrics(
         spacing: voxel size in mm in array order.
         tolerance_mm: NSD tolerance, one for all labels or one per label.
         ignore_label: reference value whose voxels count for neither mask.
+        metrics: which of ``METRICS`` to compute, in that order; HD95 and NSD cost most.
     """
+    metrics = checked_metrics(metrics)
     if prediction.shape != reference.shape:
         raise ValueError(f"prediction shape {prediction.shape} differs from the reference's {reference.shape}")
     if len(spacing) != reference.ndim:
@@ -108,17 +111,26 @@ def case_metrics(
         pred, ref = prediction == label, reference == label
         n_pred, n_ref = int(pred.sum()), int(ref.sum())
         if not (n_pred or n_ref):
-            scores[int(label)] = unscored()
+            scores[int(label)] = unscored(metrics)
             continue
-        if n_pred and n_ref:
+        values: ClassScores = {"dice": dices[label]}
+        if "hd95" in metrics:
+            values["hd95"] = hd95(pred, ref, spacing) if n_pred and n_ref else diagonal
+        if "nsd" in metrics:
             tolerance = tolerance_mm[label] if isinstance(tolerance_mm, Mapping) else tolerance_mm
-            distance, nsd = hd95(pred, ref, spacing), surface_dice(pred, ref, spacing, tolerance)
-        else:
-            distance, nsd = diagonal, 0.0
-        scores[int(label)] = {"dice": dices[label], "hd95": distance, "nsd": nsd, "n_pred": n_pred, "n_ref": n_ref}
+            values["nsd"] = surface_dice(pred, ref, spacing, tolerance) if n_pred and n_ref else 0.0
+        scores[int(label)] = {**{m: values[m] for m in metrics}, "n_pred": n_pred, "n_ref": n_ref}
     return scores
 
 
-def unscored() -> ClassScores:
-    """The scores of a label absent from both masks of a case."""
-    return {"dice": math.nan, "hd95": math.nan, "nsd": math.nan, "n_pred": 0, "n_ref": 0}
+def checked_metrics(metrics: Sequence[str]) -> tuple[str, ...]:
+    """``metrics`` in the order of ``METRICS``; ValueError naming any unknown one, or none given."""
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown or not metrics:
+        raise ValueError(f"metrics {list(metrics)}: choose one or more of {', '.join(METRICS)}")
+    return tuple(m for m in METRICS if m in metrics)
+
+
+def unscored(metrics: Sequence[str] = METRICS) -> ClassScores:
+    """The scores of a label absent from both masks of a case: NaN for each metric, no voxels."""
+    return {**{metric: math.nan for metric in checked_metrics(metrics)}, "n_pred": 0, "n_ref": 0}

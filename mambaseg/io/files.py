@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
+from mambaseg.io.atomic import atomic_path
 from mambaseg.io.dicom import read_dicom_series
 from mambaseg.io.image import Image
 from mambaseg.io.nifti import read_nifti, read_nifti_channels, write_nifti
@@ -65,43 +60,6 @@ def read_image_channels(path: str | Path) -> list[Image]:
     return read_sitk_channels(path)
 
 
-def _remove_stale_staging(path: Path) -> None:
-    """Delete the temporary folders for ``path`` of writers killed mid-write (``.NAME.PID.*.tmp``, PID gone)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = stale.name[len(path.name) + 2 :].split(".", 1)[0]
-        if pid.isdigit() and not _process_exists(int(pid)):
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-@contextmanager
-def _atomic_destination(path: Path, overwrite: bool) -> Iterator[Path]:
-    """A path in a temporary folder beside ``path``; on success its files replace their namesakes there.
-
-    The folder keeps companion files (the ``.raw`` of an ``.mhd``) together; the named file moves last.
-    """
-    if not overwrite and path.exists():
-        raise FileExistsError(f"{path}: exists and overwrite is off")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_staging(path)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
-    try:
-        yield staging / path.name
-        for written in sorted(staging.iterdir(), key=lambda p: p.name == path.name):
-            os.replace(written, path.parent / written.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def write_image(image: Image, path: str | Path, overwrite: bool = True) -> None:
     """Write ``image`` atomically: a reader never sees a half-written file, and a failed write leaves none.
 
@@ -110,8 +68,11 @@ def write_image(image: Image, path: str | Path, overwrite: bool = True) -> None:
     """
     path = Path(path)
     extension = image_extension(path)
+    if not overwrite and path.exists():
+        raise FileExistsError(f"{path}: exists and overwrite is off")
+    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with _atomic_destination(path, overwrite) as staged:
+        with atomic_path(path) as staged:
             if extension in NIFTI_EXTENSIONS:
                 write_nifti(image, staged)
             else:

@@ -22,6 +22,9 @@ from typing import Any
 
 import numpy as np
 
+from mambaseg.io.atomic import write_text_atomically
+from mambaseg.io.progress import Progress, as_progress
+
 logger = logging.getLogger(__name__)
 
 FINGERPRINT_FILE = "fingerprint.json"
@@ -102,10 +105,9 @@ class Fingerprint:
         }
 
     def save(self, path: Path) -> None:
+        """Write as readable JSON, atomically (``mambaseg.io.atomic``), creating the folder."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Fingerprint:
@@ -222,7 +224,7 @@ def extract_fingerprint(
     dataset: Any,
     workers: int | None = None,
     samples_per_case: int = SAMPLES_PER_CASE,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | Callable[[int, int], object] | None = None,
 ) -> Fingerprint:
     """Fingerprint a ``mambaseg.data`` dataset, reading cases in ``workers`` processes.
 
@@ -230,22 +232,21 @@ def extract_fingerprint(
         dataset: a loaded dataset (``mambaseg.data.load_dataset``).
         workers: processes (default: the CPU count, at most 8); 1 reads in this process.
         samples_per_case: the most foreground voxels sampled per case and channel.
-        progress: called with (cases done, cases in all) after each case.
+        progress: Where to report the cases done (``mambaseg.io.progress.as_progress``); None for silence.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     cases = list(dataset.cases)
     results: list[tuple[CaseFingerprint, list[np.ndarray]]] = []
-    if workers == 1:
-        for case in cases:
-            results.append(_analyze_dataset_case(case, samples_per_case))
-            if progress:
-                progress(len(results), len(cases))
-    else:
-        with ProcessPoolExecutor(workers) as pool:
-            for result in pool.map(_analyze_dataset_case, cases, [samples_per_case] * len(cases)):
-                results.append(result)
-                if progress:
-                    progress(len(results), len(cases))
+    with as_progress(progress).task("fingerprint", len(cases)) as task:
+        if workers == 1:
+            for case in cases:
+                results.append(_analyze_dataset_case(case, samples_per_case))
+                task.advance()
+        else:
+            with ProcessPoolExecutor(workers) as pool:
+                for result in pool.map(_analyze_dataset_case, cases, [samples_per_case] * len(cases)):
+                    results.append(result)
+                    task.advance()
     channel_names = {str(k): v for k, v in dataset.channel_names.items()}
     labels = {str(k): int(v) if not isinstance(v, (list, tuple)) else int(max(v)) for k, v in dataset.labels.items()}
     fingerprint = aggregate(dataset.name, channel_names, labels, results)

@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mambaseg.io.atomic import write_text_atomically
+
 PLANS_FILE = "plans.json"
 SCHEMA_VERSION = 1
 
@@ -69,11 +71,9 @@ class Plans:
         return asdict(self)
 
     def save(self, path: Path) -> None:
-        """Write as readable JSON (temp file, then rename)."""
+        """Write as readable JSON, atomically (``mambaseg.io.atomic``), creating the folder."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        tmp.replace(path)
+        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
 def plans_from_dict(data: dict[str, Any], source: str = "plans") -> Plans:

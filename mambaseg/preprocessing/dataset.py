@@ -11,13 +11,15 @@ import json
 import logging
 import multiprocessing
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mambaseg.data.dataset import Case, Dataset
+from mambaseg.io.atomic import write_text_atomically
+from mambaseg.io.progress import Progress, as_progress
 from mambaseg.preprocessing.case import PreprocessingSpec, class_locations, preprocess_case
 from mambaseg.preprocessing.normalization import ChannelNormalization
 from mambaseg.preprocessing.storage import is_finished, save_case
@@ -83,7 +85,7 @@ def preprocess_dataset(
     out_dir: Path,
     workers: int | None = None,
     force: bool = False,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
 ) -> PreprocessSummary:
     """Preprocesses the training cases of ``dataset`` for ``configuration`` of ``plans`` into ``out_dir``.
 
@@ -100,7 +102,7 @@ def preprocess_cases(
     folder: Path,
     workers: int | None = None,
     force: bool = False,
-    progress: bool = False,
+    progress: Progress | bool | None = None,
 ) -> PreprocessSummary:
     """Preprocesses the training cases of ``dataset`` into ``folder``.
 
@@ -110,7 +112,7 @@ def preprocess_cases(
         folder: Output folder, created if needed.
         workers: Processes; None for one per CPU, 0 or 1 to work in this process.
         force: Redo finished cases too.
-        progress: Show a progress bar.
+        progress: Where to report the cases done (``mambaseg.io.progress``); None for silence.
     """
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / SPEC_FILE
@@ -118,14 +120,14 @@ def preprocess_cases(
     if not force and spec_path.is_file() and json.loads(spec_path.read_text()) != wanted:
         logger.warning("%s: the plans changed since the last run; preprocessing every case again", spec_path)
         force = True
-    spec_path.write_text(json.dumps(wanted, indent=1))
+    write_text_atomically(spec_path, json.dumps(wanted, indent=1))
     todo = [case for case in dataset.cases if force or not is_finished(folder, case.name)]
     skipped = tuple(case.name for case in dataset.cases if case not in todo)
     if skipped:
         logger.info("%s: %d cases already preprocessed, skipped", folder, len(skipped))
     labels = foreground_labels(dataset)
     if todo:
-        _run_all(todo, spec, labels, folder, workers, progress)
+        _run_all(todo, spec, labels, folder, workers, as_progress(progress))
         logger.info("%s: preprocessed %d cases", folder, len(todo))
     return PreprocessSummary(folder, tuple(case.name for case in todo), skipped)
 
@@ -148,41 +150,18 @@ def _run_all(
     labels: list[int],
     folder: Path,
     workers: int | None,
-    progress: bool,
+    progress: Progress,
 ) -> None:
     workers = min(workers if workers is not None else os.cpu_count() or 1, len(cases))
-    with _Progress(progress, len(cases)) as advance:
+    with progress.task("preprocessing", len(cases)) as task:
         if workers <= 1:
             for case in cases:
                 preprocess_and_save(case, spec, labels, folder)
-                advance()
+                task.advance()
             return
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             futures = [pool.submit(preprocess_and_save, case, spec, labels, folder) for case in cases]
             for future in as_completed(futures):
                 future.result()
-                advance()
-
-
-class _Progress:
-    """A rich progress bar over cases when enabled; entering yields a callable advancing it by one."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self._total = total
-        self._bar = None
-        if enabled and total:
-            from rich.progress import Progress
-
-            self._bar = Progress(transient=True)
-
-    def __enter__(self) -> Callable[[], None]:
-        if self._bar is None:
-            return lambda: None
-        self._bar.start()
-        task = self._bar.add_task("preprocessing", total=self._total)
-        return lambda: self._bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
+                task.advance()

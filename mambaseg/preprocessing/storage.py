@@ -12,16 +12,15 @@ level 6: about 20% larger, and several times faster to write, which dominates pr
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
+from mambaseg.io.atomic import write_atomically, write_text_atomically
 from mambaseg.preprocessing.case import CaseProperties
 
 _LOCATIONS_PREFIX = "locations_"
@@ -64,14 +63,13 @@ def save_case(
     properties: CaseProperties,
     locations: Mapping[int, np.ndarray],
 ) -> None:
-    """Writes the npz, then the JSON, each through a temporary file renamed into place."""
+    """Writes the npz, then the JSON, each with ``write_atomically`` (mode 0666 less the umask)."""
     folder.mkdir(parents=True, exist_ok=True)
     npz_path, json_path = case_files(folder, name)
     arrays = {"data": data.astype(np.float32, copy=False), "seg": seg.astype(smallest_label_dtype(seg), copy=False)}
     arrays.update({f"{_LOCATIONS_PREFIX}{label}": coords for label, coords in locations.items()})
-    _write_atomic(npz_path, lambda handle: _write_npz(handle, arrays))
-    text = json.dumps(properties.to_dict(), indent=1)
-    _write_atomic(json_path, lambda handle: handle.write(text.encode()))
+    write_atomically(npz_path, lambda handle: _write_npz(handle, arrays))
+    write_text_atomically(json_path, json.dumps(properties.to_dict(), indent=1))
 
 
 def load_case(folder: Path, name: str) -> PreprocessedCase:
@@ -92,14 +90,3 @@ def _write_npz(handle: IO[bytes], arrays: Mapping[str, np.ndarray]) -> None:
         for key, array in arrays.items():
             with archive.open(f"{key}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-
-
-def _write_atomic(path: Path, write: Callable[[IO[bytes]], object]) -> None:
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            write(handle)
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise

@@ -101,3 +101,12 @@ def test_tolerance_per_label_and_ignore_label():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differs"):
         case_metrics(np.zeros((2, 2)), np.zeros((2, 3)), [1], (1.0, 1.0))
+
+
+def test_case_metrics_computes_only_the_metrics_asked_for():
+    reference = np.zeros((6, 6), np.uint8)
+    reference[1:4, 1:4] = 1
+    prediction = np.roll(reference, 1, axis=1)
+    scores = case_metrics(prediction, reference, [1, 2], (1.0, 1.0), metrics=("nsd", "dice"))
+    assert list(scores[1]) == ["dice", "nsd", "n_pred", "n_ref"] and scores[1]["dice"] == pytest.approx(2 / 3)
+    assert np.isnan(scores[2]["dice"]) and list(scores[2]) == ["dice", "nsd", "n_pred", "n_ref"]

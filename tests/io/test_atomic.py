@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from mambaseg.io.atomic import write_atomically
+from mambaseg.io.atomic import atomic_path, write_atomically
 
 
 def _temporaries(folder):
@@ -69,3 +69,21 @@ def test_the_file_gets_the_permissions_of_any_new_file(tmp_path):
     finally:
         os.umask(previous)
     assert (tmp_path / "summary.json").stat().st_mode & 0o777 == 0o644  # readable by others, not only the owner
+
+
+def test_atomic_path_moves_companion_files_before_the_named_one_and_cleans_up(tmp_path, monkeypatch):
+    moved = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (moved.append(os.path.basename(dst)), real_replace(src, dst)))
+    with atomic_path(tmp_path / "a.mhd", durable=True) as staged:
+        staged.write_text("header naming a.raw")
+        (staged.parent / "a.raw").write_bytes(b"\x00" * 8)
+    assert moved == ["a.raw", "a.mhd"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mhd", "a.raw"]
+
+
+def test_atomic_path_failing_in_the_block_writes_nothing(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "mask.nii.gz") as staged:
+        staged.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert list(tmp_path.iterdir()) == []

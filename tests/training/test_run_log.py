@@ -19,7 +19,7 @@ def _log(run_log: RunLog, epoch: int, dice: tuple[float, float] = (0.5, 0.7), lo
         epoch,
         train_loss=loss - epoch * 0.1,
         val_loss=loss - epoch * 0.05,
-        dice_per_class=dice,
+        dice=dice,
         lr=0.01 * (1 - epoch / 10) ** 0.9,
         epoch_time=10.0 + epoch,
     )
@@ -88,7 +88,7 @@ def test_epochs_must_follow_each_other(tmp_path):
         _log(run_log, 0)
         with pytest.raises(ValueError, match="epoch 2 logged, but the history ends at epoch 0"):
             _log(run_log, 2)
-        with pytest.raises(ValueError, match="3 Dice values"):
+        with pytest.raises(ValueError, match="3 dice values"):
             _log(run_log, 1, dice=(0.1, 0.2, 0.3))
         _log(run_log, 1)
     assert [int(r["epoch"]) for r in _rows(tmp_path / "metrics.csv")] == [0, 1]

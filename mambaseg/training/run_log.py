@@ -34,8 +34,10 @@ logger = logging.getLogger(__name__)
 EMA_DECAY = 0.9
 CONFIG_FILE = "config.yaml"
 NOT_SCORES = ("epoch", "lr", "epoch_time")
+LOSS_COLORS = ("b", "r", "c", "k")
+SCORE_COLORS = ("g", "m", "y", "tab:orange")
 NAMES = {
-    "dice": "pseudo Dice",
+    "dice": "pseudo Dice per class",
     "mean_dice": "pseudo Dice",
     "ema_dice": "pseudo Dice (EMA)",
     "top1": "top-1",
@@ -258,12 +260,13 @@ class RunLog:
         FigureCanvasAgg(figure)
         loss_ax, time_ax, lr_ax = figure.subplots(3, 1)
         score_ax = loss_ax.twinx()
-        for key, color in zip(losses, ("b", "r", "c", "k"), strict=False):
+        for key, color in zip(losses, LOSS_COLORS, strict=False):
             loss_ax.plot(epochs, self._series(key), color=color, label=_name(key))
         for key in scores:
             family = families.index(key.removeprefix("ema_").removeprefix("mean_"))
             style = "solid" if key.startswith("ema_") else "dotted"
-            score_ax.plot(epochs, self._series(key), color=f"C{2 + family}", ls=style, label=_name(key))
+            color = SCORE_COLORS[family % len(SCORE_COLORS)]
+            score_ax.plot(epochs, self._series(key), color=color, ls=style, label=_name(key))
         loss_ax.set_ylabel("loss")
         score_ax.set_ylabel(self.score_label)
         loss_ax.legend(loc="upper left")

@@ -21,26 +21,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from mambaseg.planning.checkpoint import load_checkpoint, save_checkpoint
+from mambaseg.planning.checkpoint import Checkpoint, load_checkpoint
 from mambaseg.pretraining.data import ImageDataset, epoch_loader, scan_split, shard
 from mambaseg.pretraining.ema import ModelEma
-from mambaseg.pretraining.log import PretrainLog
 from mambaseg.pretraining.models import ENCODER_FILE, build_classifier, encoder_settings, export_encoder
 from mambaseg.pretraining.transforms import EvalTransform, MixupCutmix, TrainTransform, soft_cross_entropy
-from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
+from mambaseg.training.checkpoint import FINAL, LATEST, restore_run, resume_checkpoint
+from mambaseg.training.distributed import all_reduce_sums, rank_and_world
 from mambaseg.training.optim import build_optimizer, build_scheduler
-from mambaseg.training.run_log import epoch_progress
+from mambaseg.training.run_log import RunLog, epoch_progress, write_run_config
+from mambaseg.training.step import amp_autocast, build_grad_scaler, optimizer_step
+from mambaseg.training.trainer import CheckpointWriter
 
 log = logging.getLogger(__name__)
 
-LATEST = "checkpoint_latest.pt"
-FINAL = "checkpoint_final.pt"
 REFERENCE_BATCH = 1024
 
 
@@ -49,19 +47,6 @@ def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] =
     top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices  # (b, max k)
     hits = top == labels[:, None]
     return [int(hits[:, :k].any(1).sum()) for k in ks]
-
-
-def _rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    t = torch.tensor(values, dtype=torch.float64, device=device)
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t.tolist()
 
 
 def _channel_stats(values: Sequence[float], in_channels: int, what: str) -> list[float]:
@@ -100,7 +85,7 @@ class Pretraining:
     def __init__(
         self, image_folder: Path, run_dir: Path, network: str, config: Mapping[str, Any], device: torch.device
     ) -> None:
-        self.rank, self.world = _rank_and_world()
+        self.rank, self.world = rank_and_world()
         self.image_folder, self.run_dir, self.network = image_folder, run_dir, network
         self.config, self.device = dict(config), device
         self.seed = int(config["seed"])
@@ -137,7 +122,7 @@ class Pretraining:
         warmup = int(config["optimizer"]["warmup_epochs"])
         if not 0 <= warmup < self.epochs:
             raise ValueError(f"optimizer.warmup_epochs must be in [0, epochs={self.epochs}), got {warmup}")
-        self.use_amp = bool(config["amp"]) and device.type == "cuda"
+        self.amp = bool(config["amp"])
         self.encoder = encoder_settings(network, bool(model_cfg["tiny"]), **dict(model_cfg["kwargs"] or {}))
 
     def build(self) -> Parts:
@@ -163,7 +148,7 @@ class Pretraining:
             warmup_steps=int(opt["warmup_epochs"]) * self.steps_per_epoch,
             min_lr=float(opt["min_lr"]) * scale,
         )
-        grad_scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp)
+        grad_scaler = build_grad_scaler(self.device, self.amp)
         mix_cfg = self.config["mix"]
         mix = MixupCutmix(
             len(self.classes),
@@ -180,6 +165,25 @@ class Pretraining:
             )
         return Parts(model, bare, ema, optimizer, scheduler, grad_scaler, mix)
 
+    def train_step(self, parts: Parts, images: torch.Tensor, labels: torch.Tensor, rng: np.random.Generator) -> float:
+        """Mix the batch, take one optimiser step on the soft-target loss, step the schedule and the EMA."""
+        images = images.to(self.device, non_blocking=True)  # (b, c, h, w)
+        labels = labels.to(self.device, non_blocking=True)  # (b,)
+        images, target = parts.mix(images, labels, rng)  # target (b, k)
+        loss = optimizer_step(
+            lambda: soft_cross_entropy(parts.model(images), target),
+            parts.model,
+            parts.optimizer,
+            parts.grad_scaler,
+            device=self.device,
+            amp=self.amp,
+            grad_clip=None if self.config["grad_clip"] is None else float(self.config["grad_clip"]),
+        )
+        parts.scheduler.step()
+        if parts.ema is not None:
+            parts.ema.update(parts.bare)
+        return loss
+
     def train_epoch(self, parts: Parts, epoch: int) -> float:
         """One epoch of training steps; the mean loss over processes."""
         parts.model.train()
@@ -188,28 +192,13 @@ class Pretraining:
             self.train_set, indices, epoch, self.batch_size, int(self.config["num_workers"]), drop_last=True
         )
         rng = np.random.default_rng((self.seed, epoch, self.rank))
-        clip = self.config["grad_clip"]
         total = 0.0
         with epoch_progress(self.steps_per_epoch, f"epoch {epoch}", self.rank == 0) as bar:
             for images, labels in loader:
-                images = images.to(self.device, non_blocking=True)  # (b, c, h, w)
-                labels = labels.to(self.device, non_blocking=True)  # (b,)
-                images, target = parts.mix(images, labels, rng)  # target (b, k)
-                with torch.autocast(self.device.type, enabled=self.use_amp):
-                    loss = soft_cross_entropy(parts.model(images), target)
-                parts.optimizer.zero_grad(set_to_none=True)
-                parts.grad_scaler.scale(loss).backward()
-                if clip is not None:
-                    parts.grad_scaler.unscale_(parts.optimizer)
-                    nn.utils.clip_grad_norm_(parts.model.parameters(), float(clip))
-                parts.grad_scaler.step(parts.optimizer)
-                parts.grad_scaler.update()
-                parts.scheduler.step()
-                if parts.ema is not None:
-                    parts.ema.update(parts.bare)
-                total += loss.item()
-                bar.advance(loss.item())
-        return _all_reduce_sum([total / self.steps_per_epoch], self.device)[0] / self.world
+                loss = self.train_step(parts, images, labels, rng)
+                total += loss
+                bar.advance(loss)
+        return all_reduce_sums([total / self.steps_per_epoch], self.device)[0] / self.world
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[float, float, float]:
@@ -220,47 +209,47 @@ class Pretraining:
         loss_sum = top1 = top5 = count = 0.0
         for images, labels in loader:
             images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
+            with amp_autocast(self.device, self.amp):
                 logits = model(images).float()  # (b, k)
             loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
             c1, c5 = topk_correct(logits, labels)
             top1, top5, count = top1 + c1, top5 + c5, count + labels.shape[0]
-        loss_sum, top1, top5, count = _all_reduce_sum([loss_sum, top1, top5, count], self.device)
+        loss_sum, top1, top5, count = all_reduce_sums([loss_sum, top1, top5, count], self.device)
         return loss_sum / count, 100 * top1 / count, 100 * top5 / count
 
-    def _save(self, parts: Parts, name: str, epoch: int, run_log: PretrainLog) -> Path:
-        extra = {
-            "ema": parts.ema.state_dict() if parts.ema is not None else None,
-            "run_log": run_log.state_dict(),
-            "network": self.network,
-            "classes": self.classes,
-        }
-        return save_checkpoint(
-            self.run_dir / name,
-            model=parts.bare,
-            optimizer=parts.optimizer,
-            scheduler=parts.scheduler,
-            grad_scaler=parts.grad_scaler,
-            epoch=epoch,
-            config=self.config,
-            extra=extra,
+    def _checkpoints(self, parts: Parts, run_log: RunLog) -> CheckpointWriter:
+        """The main process's checkpoint writer; ``extra`` also holds the EMA weights, the network and classes."""
+
+        def extra() -> dict[str, Any]:
+            ema = parts.ema.state_dict() if parts.ema is not None else None
+            return {"ema": ema, "network": self.network, "classes": self.classes}
+
+        return CheckpointWriter(
+            self.run_dir,
+            parts.bare,
+            parts.optimizer,
+            parts.scheduler,
+            parts.grad_scaler,
+            run_log,
+            None,
+            self.config,
+            extra,
         )
 
-    def _resume(self, parts: Parts, path: Path, run_log: PretrainLog | None) -> int:
+    def _resume(self, parts: Parts, path: Path, run_log: RunLog | None) -> int:
         checkpoint = load_checkpoint(path, map_location=self.device)
-        if checkpoint.extra.get("network") != self.network or checkpoint.extra.get("classes") != self.classes:
-            raise ValueError(
-                f"--continue: {path} pretrained {checkpoint.extra.get('network')!r} on other classes or another "
-                f"network than {self.network!r} on this folder"
-            )
-        start = restore_training_state(checkpoint, parts.bare, parts.optimizer, parts.scheduler, parts.grad_scaler)
-        restore_rng_state(checkpoint)
+        self._check_resumable(checkpoint)
+        start = restore_run(checkpoint, parts.bare, parts.optimizer, parts.scheduler, parts.grad_scaler, run_log)
         if parts.ema is not None:
             parts.ema.load_state_dict(checkpoint.extra["ema"] or parts.bare.state_dict())
-        if run_log is not None:
-            run_log.load_state_dict(checkpoint.extra["run_log"])
-        log.info("resuming %s at epoch %d", path, start)
         return start
+
+    def _check_resumable(self, checkpoint: Checkpoint) -> None:
+        if checkpoint.extra.get("network") != self.network or checkpoint.extra.get("classes") != self.classes:
+            raise ValueError(
+                f"--continue: {checkpoint.path} pretrained {checkpoint.extra.get('network')!r} on other classes or "
+                f"another network than {self.network!r} on this folder"
+            )
 
     def encoder_config(self) -> dict[str, Any]:
         """The settings stored in ``encoder.pt`` beside the weights."""
@@ -278,31 +267,28 @@ class Pretraining:
     def fit(self, continue_training: bool = False) -> Path:
         """Train to the last epoch (resuming ``checkpoint_latest.pt`` if asked), then write ``encoder.pt``."""
         is_main = self.rank == 0
-        resume_from = next((self.run_dir / n for n in (LATEST, FINAL) if (self.run_dir / n).is_file()), None)
-        if continue_training and resume_from is None:
-            raise ValueError(f"--continue: {self.run_dir} has no checkpoint to resume from")
-        if not continue_training and (self.run_dir / FINAL).exists():
-            raise ValueError(f"{self.run_dir} holds a finished run; use --continue, or delete the folder to start over")
+        resume_from = resume_checkpoint(self.run_dir, continue_training)
         parts = self.build()
-        run_log = PretrainLog(self.run_dir) if is_main else None
+        run_log = RunLog(self.run_dir, best=("top1", "ema_top1"), score_label="accuracy [%]") if is_main else None
         try:
+            writer = self._checkpoints(parts, run_log) if is_main else None
             if is_main:
                 run_info = {"network": self.network, "image_folder": str(self.image_folder)}
-                (self.run_dir / "config.yaml").write_text(OmegaConf.to_yaml({**run_info, **self.config}))
-            start = self._resume(parts, resume_from, run_log) if continue_training else 0
+                write_run_config(self.run_dir, {**run_info, **self.config})
+            start = self._resume(parts, resume_from, run_log) if resume_from is not None else 0
             for epoch in range(start, self.epochs):
-                self._epoch(parts, epoch, run_log)
+                self._epoch(parts, epoch, run_log, writer)
             if is_main:
-                self._save(parts, FINAL, self.epochs, run_log)
+                writer.save(FINAL, self.epochs)
                 weights = parts.ema.module if self.encoder_config()["weights"] == "ema" else parts.bare
                 path = export_encoder(weights, self.run_dir / ENCODER_FILE, self.encoder_config())
-                log.info("wrote %s (best top-1 %.2f%%)", path, run_log.best_top1)
+                log.info("wrote %s (best top-1 %.2f%%)", path, run_log.best)
         finally:
             if run_log is not None:
                 run_log.close()
         return self.run_dir
 
-    def _epoch(self, parts: Parts, epoch: int, run_log: PretrainLog | None) -> None:
+    def _epoch(self, parts: Parts, epoch: int, run_log: RunLog | None, writer: CheckpointWriter | None) -> None:
         started = time.perf_counter()
         lr = parts.optimizer.param_groups[0]["lr"]
         train_loss = self.train_epoch(parts, epoch)
@@ -310,7 +296,7 @@ class Pretraining:
         ema_top1 = ema_top5 = math.nan
         if parts.ema is not None and self.config["ema"]["evaluate"]:
             _, ema_top1, ema_top5 = self.evaluate(parts.ema.module)
-        if run_log is None:
+        if run_log is None or writer is None:
             return
         run_log.log_epoch(
             epoch,
@@ -324,7 +310,7 @@ class Pretraining:
             epoch_time=time.perf_counter() - started,
         )
         if (epoch + 1) % int(self.config["checkpoint_every"]) == 0:
-            self._save(parts, LATEST, epoch + 1, run_log)
+            writer.save(LATEST, epoch + 1)
 
 
 def pretrain(

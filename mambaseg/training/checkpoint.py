@@ -1,17 +1,83 @@
-"""Resuming training from a checkpoint: optimiser, schedule, grad-scaler and RNG states put back in place."""
+"""Resuming a run from its checkpoints: which one, and putting weights, optimiser, schedule, grad-scaler, RNG
+and run-log states back in place.
+
+A run folder holds ``checkpoint_latest.pt`` (every few epochs), ``checkpoint_best.pt`` (segmentation) and, once the
+run is finished, ``checkpoint_final.pt``. Training and pretraining resume the same way.
+"""
 
 from __future__ import annotations
 
 import logging
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from mambaseg.planning.checkpoint import Checkpoint, CheckpointError, unwrap_model
+from mambaseg.training.run_log import RunLog
 
 logger = logging.getLogger(__name__)
+
+LATEST = "checkpoint_latest.pt"
+BEST = "checkpoint_best.pt"
+FINAL = "checkpoint_final.pt"
+
+
+def resume_checkpoint(run_dir: Path, continue_training: bool) -> Path | None:
+    """The checkpoint a run starts from: with ``continue_training`` the latest one, else the final one, else none.
+
+    Args:
+        run_dir: the run folder.
+        continue_training: resume (``--continue``) rather than start over.
+
+    Returns:
+        The checkpoint to resume from, or None to start from scratch.
+
+    Raises:
+        ValueError: ``continue_training`` without a checkpoint in ``run_dir``, or a finished run (a final
+            checkpoint) without ``continue_training``, which starting over would overwrite.
+    """
+    if not continue_training:
+        if (run_dir / FINAL).exists():
+            raise ValueError(
+                f"{run_dir} already holds a finished run; use --continue, or delete the folder to start over"
+            )
+        return None
+    for name in (LATEST, FINAL):
+        if (run_dir / name).is_file():
+            return run_dir / name
+    raise ValueError(f"--continue: {run_dir} has no checkpoint to resume from")
+
+
+def restore_run(
+    checkpoint: Checkpoint,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    grad_scaler: torch.amp.GradScaler,
+    run_log: RunLog | None,
+) -> int:
+    """Put a run back where ``checkpoint`` left it: weights, optimiser, schedule, scaler, RNGs and run log.
+
+    Args:
+        checkpoint: the loaded checkpoint, its run log's state in ``extra["run_log"]``.
+        model: the freshly built network (possibly DDP-wrapped).
+        optimizer: its optimiser.
+        scheduler: its learning-rate schedule.
+        grad_scaler: its grad scaler.
+        run_log: the main process's run log (None elsewhere).
+
+    Returns:
+        The epoch to resume at.
+    """
+    epoch = restore_training_state(checkpoint, model, optimizer, scheduler, grad_scaler)
+    restore_rng_state(checkpoint)
+    if run_log is not None:
+        run_log.load_state_dict(checkpoint.extra["run_log"])
+    logger.info("resuming %s at epoch %d", checkpoint.path, epoch)
+    return epoch
 
 
 def restore_training_state(

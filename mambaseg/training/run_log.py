@@ -1,9 +1,12 @@
-"""The run log of a training fold: ``metrics.csv``, ``progress.png`` and ``training.log`` in the run folder.
+"""The run log: ``metrics.csv``, ``progress.png`` and ``training.log`` in the run folder, and its ``config.yaml``.
 
-Each epoch adds one record: train and validation loss, pseudo Dice per foreground class, its mean and moving
-average (EMA, ``ema = 0.9 * ema + 0.1 * mean`` as nnU-Net), the learning rate and the epoch's duration.
-Create it on rank 0 only; while it is open, the ``mambaseg`` loggers write INFO and above to ``training.log``.
-The history round-trips through checkpoints with ``state_dict``/``load_state_dict``.
+Each epoch adds one record of named metrics, in the order given: numbers, and lists of numbers that take one CSV
+column each (``dice`` gives ``dice_1``, ``dice_2``, ...). Segmentation logs losses, the pseudo Dice per foreground
+class (``dice``), to which the log adds its mean and moving average (``ema_dice = 0.9 * ema + 0.1 * mean`` as
+nnU-Net), the learning rate and the epoch's duration; pretraining logs losses, top-1 and top-5 accuracy of the
+model and of its EMA weights, the learning rate and the duration. The best epoch is the one with the highest of
+the ``best`` metrics. Create it on rank 0 only; while it is open, the ``mambaseg`` loggers write INFO and above to
+``training.log``. The history round-trips through checkpoints with ``state_dict``/``load_state_dict``.
 """
 
 from __future__ import annotations
@@ -14,12 +17,13 @@ import io
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -28,12 +32,46 @@ from mambaseg.io.atomic import write_atomically
 logger = logging.getLogger(__name__)
 
 EMA_DECAY = 0.9
-FIELDS = ("epoch", "train_loss", "val_loss", "mean_dice", "ema_dice", "lr", "epoch_time")
+CONFIG_FILE = "config.yaml"
+NOT_SCORES = ("epoch", "lr", "epoch_time")
+LOSS_COLORS = ("b", "r", "c", "k")
+SCORE_COLORS = ("g", "m", "y", "tab:orange")
+NAMES = {
+    "dice": "pseudo Dice per class",
+    "mean_dice": "pseudo Dice",
+    "ema_dice": "pseudo Dice (EMA)",
+    "top1": "top-1",
+    "top5": "top-5",
+    "ema_top1": "EMA top-1",
+    "ema_top5": "EMA top-5",
+    "epoch_time": "time",
+}
 
 
 def _nanmean(values: Sequence[float]) -> float:
     finite = [v for v in values if not math.isnan(v)]
     return sum(finite) / len(finite) if finite else math.nan
+
+
+def _name(column: str) -> str:
+    return NAMES.get(column, column.replace("_", " "))
+
+
+def _copy(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
+
+
+def write_run_config(run_dir: Path, config: Mapping[str, Any]) -> Path:
+    """Write the resolved ``config`` as ``config.yaml`` in ``run_dir`` (created if missing), atomically.
+
+    Returns:
+        The path written.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = OmegaConf.to_yaml(OmegaConf.create(dict(config)))
+    path = run_dir / CONFIG_FILE
+    write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
+    return path
 
 
 class LogFile:
@@ -66,14 +104,24 @@ class RunLog:
     Args:
         run_dir: the run folder (created if missing).
         plot: redraw ``progress.png`` after every epoch.
+        best: the metrics whose highest value (NaN aside) makes an epoch the best yet.
+        score_label: the axis label of the metrics plotted beside the losses.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, plot: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        plot: bool = True,
+        best: Sequence[str] = ("ema_dice",),
+        score_label: str = "pseudo Dice",
+    ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.plot = plot
+        self.best_metrics = tuple(best)
+        self.score_label = score_label
         self.records: list[dict[str, Any]] = []
-        self.best_ema = -math.inf
+        self.best = -math.inf
         self._csv_in_sync = False
         self._log_file = LogFile(self.run_dir / "training.log")
 
@@ -85,82 +133,101 @@ class RunLog:
     def png_path(self) -> Path:
         return self.run_dir / "progress.png"
 
-    def log_epoch(
-        self,
-        epoch: int,
-        *,
-        train_loss: float,
-        val_loss: float,
-        dice_per_class: Sequence[float],
-        lr: float,
-        epoch_time: float,
-    ) -> dict[str, Any]:
+    def log_epoch(self, epoch: int, **metrics: float | Sequence[float]) -> dict[str, Any]:
         """Record an epoch, update the CSV and the plot, and return the record.
 
         Epochs count from 0 and come in order; logging an epoch already recorded (after resuming from an earlier
-        checkpoint) drops it and every later one. The record's ``is_best`` says whether its EMA is the best yet.
+        checkpoint) drops it and every later one. Every epoch logs the same metrics. The record's ``is_best``
+        says whether its best metric is the highest yet.
+
+        Args:
+            epoch: the epoch.
+            **metrics: numbers and lists of numbers by name, e.g. ``train_loss``, ``dice``, ``top1``, ``lr``,
+                ``epoch_time``; a ``dice`` list adds ``mean_dice`` and ``ema_dice`` after it.
         """
         if epoch > len(self.records):
             raise ValueError(
                 f"run log {self.run_dir}: epoch {epoch} logged, but the history ends at epoch {len(self.records) - 1} "
                 "(when resuming, load_state_dict the run log saved in the checkpoint first)"
             )
-        if self.records and len(dice_per_class) != len(self.records[0]["dice"]):
-            raise ValueError(
-                f"run log {self.run_dir}: epoch {epoch} has {len(dice_per_class)} Dice values, "
-                f"earlier epochs {len(self.records[0]['dice'])}"
-            )
+        record: dict[str, Any] = {"epoch": int(epoch)}
+        for key, value in metrics.items():
+            record[key] = [float(v) for v in value] if isinstance(value, Sequence) else float(value)
+            if key == "dice":
+                record["mean_dice"] = _nanmean(record["dice"])
+                record["ema_dice"] = self._moving_average(epoch, record["mean_dice"])
+        if epoch > 0:
+            self._check_columns(record)
         if epoch < len(self.records):
             del self.records[epoch:]
-            finite = [r["ema_dice"] for r in self.records if not math.isnan(r["ema_dice"])]
-            self.best_ema = max(finite, default=-math.inf)
+            self.best = max((self._best_of(r) for r in self.records), default=-math.inf)
             self._csv_in_sync = False
-        mean_dice = _nanmean([float(d) for d in dice_per_class])
-        previous = self.records[-1]["ema_dice"] if self.records else math.nan
-        if math.isnan(previous):
-            ema = mean_dice
-        elif math.isnan(mean_dice):
-            ema = previous
-        else:
-            ema = EMA_DECAY * previous + (1 - EMA_DECAY) * mean_dice
-        record = {
-            "epoch": int(epoch),
-            "train_loss": float(train_loss),
-            "val_loss": float(val_loss),
-            "mean_dice": mean_dice,
-            "ema_dice": ema,
-            "dice": [float(d) for d in dice_per_class],
-            "lr": float(lr),
-            "epoch_time": float(epoch_time),
-        }
         self.records.append(record)
-        is_best = not math.isnan(ema) and ema > self.best_ema
+        best = self._best_of(record)
+        is_best = best > self.best
         if is_best:
-            self.best_ema = ema
+            self.best = best
         self._write_csv(record)
         if self.plot:
             self.plot_progress()
-        dice_text = ", ".join(f"{d:.4f}" for d in record["dice"])
-        logger.info(
-            "epoch %d: train loss %.4f, val loss %.4f, pseudo Dice [%s], EMA %.4f%s, lr %.3g, %.1f s",
-            epoch,
-            train_loss,
-            val_loss,
-            dice_text,
-            ema,
-            " (best)" if is_best else "",
-            lr,
-            epoch_time,
-        )
+        logger.info("epoch %d: %s%s", epoch, self._describe(record), " (best)" if is_best else "")
         return {**record, "is_best": is_best}
 
-    def _header(self) -> list[str]:
-        classes = len(self.records[0]["dice"]) if self.records else 0
-        return [*FIELDS[:3], *(f"dice_{k + 1}" for k in range(classes)), *FIELDS[3:]]
+    def _moving_average(self, epoch: int, mean: float) -> float:
+        previous = self.records[epoch - 1]["ema_dice"] if epoch > 0 else math.nan
+        if math.isnan(previous):
+            return mean
+        if math.isnan(mean):
+            return previous
+        return EMA_DECAY * previous + (1 - EMA_DECAY) * mean
+
+    def _check_columns(self, record: dict[str, Any]) -> None:
+        first = self.records[0]
+        if list(record) != list(first):
+            raise ValueError(
+                f"run log {self.run_dir}: epoch {record['epoch']} logs {list(record)[1:]}, "
+                f"earlier epochs {list(first)[1:]}"
+            )
+        for key, value in record.items():
+            if isinstance(value, list) and len(value) != len(first[key]):
+                raise ValueError(
+                    f"run log {self.run_dir}: epoch {record['epoch']} has {len(value)} {key} values, "
+                    f"earlier epochs {len(first[key])}"
+                )
+
+    def _best_of(self, record: Mapping[str, Any]) -> float:
+        """The record's highest ``best`` metric; -inf without one."""
+        values = [record[k] for k in self.best_metrics if k in record and not math.isnan(record[k])]
+        return max(values, default=-math.inf)
 
     @staticmethod
-    def _row(record: dict[str, Any]) -> list[Any]:
-        return [*(record[k] for k in FIELDS[:3]), *record["dice"], *(record[k] for k in FIELDS[3:])]
+    def _describe(record: Mapping[str, Any]) -> str:
+        parts = []
+        for key, value in record.items():
+            if key == "epoch":
+                continue
+            if isinstance(value, list):
+                text = "[" + ", ".join(f"{v:.4f}" for v in value) + "]"
+            elif key == "lr":
+                text = f"{value:.3g}"
+            elif key == "epoch_time":
+                text = f"{value:.1f} s"
+            else:
+                text = f"{value:.4f}"
+            parts.append(f"{_name(key)} {text}")
+        return ", ".join(parts)
+
+    def _header(self) -> list[str]:
+        first = self.records[0] if self.records else {}
+        return [
+            column
+            for key, value in first.items()
+            for column in ([f"{key}_{k + 1}" for k in range(len(value))] if isinstance(value, list) else [key])
+        ]
+
+    @staticmethod
+    def _row(record: Mapping[str, Any]) -> list[Any]:
+        return [v for value in record.values() for v in (value if isinstance(value, list) else [value])]
 
     def _write_csv(self, record: dict[str, Any]) -> None:
         if self._csv_in_sync:
@@ -174,28 +241,43 @@ class RunLog:
         write_atomically(self.csv_path, lambda handle: handle.write(rows.getvalue().encode("utf-8")))
         self._csv_in_sync = True
 
+    def _series(self, key: str) -> list[float]:
+        return [r[key] for r in self.records]
+
     def plot_progress(self) -> Path:
-        """Draw ``progress.png`` as nnU-Net does: losses with pseudo Dice and its EMA, epoch time, learning rate."""
-        epochs = [r["epoch"] for r in self.records]
+        """Draw ``progress.png`` as nnU-Net does: losses with the scores beside them, epoch time, learning rate.
+
+        Columns ending in ``loss`` are losses; every other number but ``lr`` and ``epoch_time`` is a score, drawn
+        solid for a moving average (``ema_``) and dotted otherwise, one colour per score and its average.
+        """
+        epochs = self._series("epoch")
+        columns = [k for k, v in self.records[0].items() if not isinstance(v, list)] if self.records else []
+        losses = [k for k in columns if k.endswith("loss")]
+        scores = [k for k in columns if k not in losses and k not in NOT_SCORES]
+        scores = [k for k in scores if not all(math.isnan(v) for v in self._series(k))]
+        families = list(dict.fromkeys(k.removeprefix("ema_").removeprefix("mean_") for k in scores))
         figure = Figure(figsize=(10, 15), dpi=100)
         FigureCanvasAgg(figure)
         loss_ax, time_ax, lr_ax = figure.subplots(3, 1)
-        dice_ax = loss_ax.twinx()
-        loss_ax.plot(epochs, [r["train_loss"] for r in self.records], color="b", label="train loss")
-        loss_ax.plot(epochs, [r["val_loss"] for r in self.records], color="r", label="val loss")
-        dice_ax.plot(epochs, [r["mean_dice"] for r in self.records], color="g", ls="dotted", label="pseudo Dice")
-        dice_ax.plot(epochs, [r["ema_dice"] for r in self.records], color="g", label="pseudo Dice (EMA)")
+        score_ax = loss_ax.twinx()
+        for key, color in zip(losses, LOSS_COLORS, strict=False):
+            loss_ax.plot(epochs, self._series(key), color=color, label=_name(key))
+        for key in scores:
+            family = families.index(key.removeprefix("ema_").removeprefix("mean_"))
+            style = "solid" if key.startswith("ema_") else "dotted"
+            color = SCORE_COLORS[family % len(SCORE_COLORS)]
+            score_ax.plot(epochs, self._series(key), color=color, ls=style, label=_name(key))
         loss_ax.set_ylabel("loss")
-        dice_ax.set_ylabel("pseudo Dice")
+        score_ax.set_ylabel(self.score_label)
         loss_ax.legend(loc="upper left")
-        dice_ax.legend(loc="upper right")
-        time_ax.plot(epochs, [r["epoch_time"] for r in self.records], color="b", label="epoch duration")
+        if scores:
+            score_ax.legend(loc="upper right")
+        for ax, key, label in ((time_ax, "epoch_time", "time [s]"), (lr_ax, "lr", "learning rate")):
+            if key in columns:
+                ax.plot(epochs, self._series(key), color="b", label="epoch duration" if key == "epoch_time" else label)
+                ax.legend(loc="upper left")
+            ax.set_ylabel(label)
         time_ax.set_ylim(bottom=0)
-        time_ax.set_ylabel("time [s]")
-        time_ax.legend(loc="upper left")
-        lr_ax.plot(epochs, [r["lr"] for r in self.records], color="b", label="learning rate")
-        lr_ax.set_ylabel("learning rate")
-        lr_ax.legend(loc="upper left")
         for ax in (loss_ax, time_ax, lr_ax):
             ax.set_xlabel("epoch")
         figure.tight_layout()
@@ -204,12 +286,12 @@ class RunLog:
 
     def state_dict(self) -> dict[str, Any]:
         """The history as plain types, for a checkpoint's ``extra``."""
-        return {"records": [dict(r, dice=list(r["dice"])) for r in self.records], "best_ema": self.best_ema}
+        return {"records": [_copy(r) for r in self.records]}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the history; the next write rewrites ``metrics.csv`` from it, dropping epochs logged later."""
-        self.records = [dict(r, dice=list(r["dice"])) for r in state["records"]]
-        self.best_ema = float(state["best_ema"])
+        self.records = [_copy(r) for r in state["records"]]
+        self.best = max((self._best_of(r) for r in self.records), default=-math.inf)
         self._csv_in_sync = False
 
     def close(self) -> None:

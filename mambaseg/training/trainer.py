@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from mambaseg.planning.checkpoint import save_checkpoint
+from mambaseg.training.checkpoint import BEST, FINAL, LATEST
+from mambaseg.training.distributed import all_reduce_sum, all_reduce_sums, rank_and_world
 from mambaseg.training.run_log import RunLog, epoch_progress
+from mambaseg.training.step import amp_autocast, optimizer_step
 
 Batch = Mapping[str, torch.Tensor]  # {"image": (b, c, *patch) float, "label": (b, 1, *patch) int}
 
@@ -90,7 +92,19 @@ def dice_from_counts(counts: torch.Tensor) -> list[float]:
 
 
 class CheckpointWriter:
-    """Writes the run's checkpoints (main process only), with the run log's state in ``extra``."""
+    """Writes the run's checkpoints (main process only), with the run log's state in ``extra["run_log"]``.
+
+    Args:
+        run_dir: the run folder.
+        model: the network (possibly DDP-wrapped).
+        optimizer: its optimiser.
+        scheduler: its learning-rate schedule.
+        grad_scaler: its grad scaler.
+        run_log: the run log (None: none saved).
+        plans: the plans trained with (None for pretraining).
+        config: the resolved config.
+        extra: returns more plain state for ``extra`` at each save (e.g. EMA weights).
+    """
 
     def __init__(
         self,
@@ -100,26 +114,25 @@ class CheckpointWriter:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         grad_scaler: torch.amp.GradScaler,
         run_log: RunLog | None,
-        plans: Mapping[str, Any],
+        plans: Mapping[str, Any] | None,
         config: Mapping[str, Any],
+        extra: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
         self.run_dir = run_dir
         self.parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "grad_scaler": grad_scaler}
         self.run_log = run_log
         self.plans = plans
         self.config = config
+        self.extra = extra
 
     def save(self, name: str, epoch: int) -> Path:
-        extra = {"run_log": self.run_log.state_dict()} if self.run_log is not None else {}
+        """Write ``run_dir/name`` after ``epoch`` finished epochs."""
+        extra = dict(self.extra()) if self.extra is not None else {}
+        if self.run_log is not None:
+            extra["run_log"] = self.run_log.state_dict()
         return save_checkpoint(
             self.run_dir / name, epoch=epoch, plans=self.plans, config=self.config, extra=extra, **self.parts
         )
-
-
-def _all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-    return t
 
 
 class Trainer:
@@ -173,28 +186,26 @@ class Trainer:
         self.regions = regions
         self.ignore_label = ignore_label
         self.on_epoch_start = on_epoch_start
-        self.use_amp = settings.amp and device.type == "cuda"
 
     def _to_device(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         return batch["image"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
 
     def train_step(self, batch: Batch) -> float:
         image, label = self._to_device(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
-            loss = self.loss(self.model(image), label)
-        self.grad_scaler.scale(loss).backward()
-        if self.settings.grad_clip is not None:
-            self.grad_scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip)
-        self.grad_scaler.step(self.optimizer)
-        self.grad_scaler.update()
-        return loss.item()
+        return optimizer_step(
+            lambda: self.loss(self.model(image), label),
+            self.model,
+            self.optimizer,
+            self.grad_scaler,
+            device=self.device,
+            amp=self.settings.amp,
+            grad_clip=self.settings.grad_clip,
+        )
 
     @torch.no_grad()
     def validation_step(self, batch: Batch) -> tuple[float, torch.Tensor]:
         image, label = self._to_device(batch)
-        with torch.autocast(self.device.type, enabled=self.use_amp):
+        with amp_autocast(self.device, self.settings.amp):
             output = self.model(image)
             loss = self.loss(output, label)
         logits = output[0] if isinstance(output, list | tuple) else output
@@ -208,8 +219,7 @@ class Trainer:
                 loss = self.train_step(batch)
                 total += loss
                 bar.advance(loss)
-        mean = torch.tensor([total / self.settings.iterations_per_epoch], device=self.device)
-        return _all_reduce_sum(mean).item() / _world()
+        return all_reduce_sums([total / self.settings.iterations_per_epoch], self.device)[0] / rank_and_world()[1]
 
     def validate_epoch(self, epoch: int) -> tuple[float, list[float]]:
         self.model.eval()
@@ -218,9 +228,8 @@ class Trainer:
             loss, batch_counts = self.validation_step(batch)
             total += loss
             counts = batch_counts if counts is None else counts + batch_counts
-        mean = torch.tensor([total / max(self.settings.val_iterations, 1)], device=self.device)
-        val_loss = _all_reduce_sum(mean).item() / _world()
-        counts = _all_reduce_sum(counts.to(self.device)).cpu()
+        val_loss = all_reduce_sums([total / max(self.settings.val_iterations, 1)], self.device)[0] / rank_and_world()[1]
+        counts = all_reduce_sum(counts.to(self.device)).cpu()
         return val_loss, dice_from_counts(counts)
 
     def fit(self, start_epoch: int = 0) -> None:
@@ -239,17 +248,13 @@ class Trainer:
                 epoch,
                 train_loss=train_loss,
                 val_loss=val_loss,
-                dice_per_class=dice,
+                dice=dice,
                 lr=lr,
                 epoch_time=time.perf_counter() - started,
             )
             if record["is_best"]:
-                self.checkpoints.save("checkpoint_best.pt", epoch + 1)
+                self.checkpoints.save(BEST, epoch + 1)
             if (epoch + 1) % self.settings.checkpoint_every == 0:
-                self.checkpoints.save("checkpoint_latest.pt", epoch + 1)
+                self.checkpoints.save(LATEST, epoch + 1)
         if self.checkpoints is not None:
-            self.checkpoints.save("checkpoint_final.pt", self.settings.num_epochs)
-
-
-def _world() -> int:
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+            self.checkpoints.save(FINAL, self.settings.num_epochs)

@@ -2,6 +2,7 @@
 
 import os
 import random
+import re
 
 import numpy as np
 import pytest
@@ -10,8 +11,16 @@ from torch import nn
 
 import mambaseg
 from mambaseg.planning.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
+from mambaseg.training.checkpoint import (
+    FINAL,
+    LATEST,
+    restore_rng_state,
+    restore_run,
+    restore_training_state,
+    resume_checkpoint,
+)
 from mambaseg.training.optim import build_optimizer, build_scheduler
+from mambaseg.training.run_log import RunLog
 
 PLANS = {"dataset_name": "Dataset001_Demo", "configurations": {"2d": {"patch_size": [64, 64], "batch_size": 2}}}
 CONFIG = {"trainer": {"num_epochs": 5}, "network": "unet_resenc"}
@@ -84,6 +93,52 @@ def test_resume_continues_exactly(tmp_path):
     for key, value in fresh.state_dict().items():
         assert torch.equal(value, expected[key]), key
     assert fresh_optimizer.param_groups[0]["lr"] == optimizer.param_groups[0]["lr"]
+
+
+def test_restore_run_puts_back_weights_states_rngs_and_the_run_log(tmp_path):
+    random.seed(1)
+    np.random.seed(1)
+    model, optimizer, scheduler, scaler = _parts()
+    model.train()
+    with RunLog(tmp_path / "first", plot=False) as run_log:
+        for epoch in range(3):
+            _train_step(model, optimizer, scheduler)
+            run_log.log_epoch(epoch, train_loss=1.0 / (epoch + 1), dice=[0.1 * epoch], lr=scheduler.get_last_lr()[0])
+        path = _save(tmp_path / LATEST, model, optimizer, scheduler, scaler, run_log=run_log.state_dict())
+    for _ in range(2):
+        _train_step(model, optimizer, scheduler)
+    expected = {k: v.clone() for k, v in model.state_dict().items()}
+
+    random.seed(99)
+    np.random.seed(99)
+    fresh, fresh_optimizer, fresh_scheduler, fresh_scaler = _parts(seed=123)
+    with RunLog(tmp_path / "resumed", plot=False) as resumed_log:
+        start = restore_run(load_checkpoint(path), fresh, fresh_optimizer, fresh_scheduler, fresh_scaler, resumed_log)
+        assert start == 3 and resumed_log.records == run_log.records and resumed_log.best == run_log.best
+        fresh.train()
+        for _ in range(2):
+            _train_step(fresh, fresh_optimizer, fresh_scheduler)
+        assert resumed_log.log_epoch(3, train_loss=0.2, dice=[0.1], lr=0.01)["ema_dice"] == pytest.approx(
+            0.9 * run_log.records[2]["ema_dice"] + 0.1 * 0.1
+        )
+    for key, value in fresh.state_dict().items():
+        assert torch.equal(value, expected[key]), key
+    assert fresh_scheduler.last_epoch == scheduler.last_epoch
+
+
+def test_resume_checkpoint_chooses_latest_before_final_and_refuses_a_finished_run(tmp_path):
+    model, optimizer, scheduler, scaler = _parts()
+    assert resume_checkpoint(tmp_path, continue_training=False) is None  # a fresh run
+    with pytest.raises(ValueError, match="has no checkpoint to resume from"):
+        resume_checkpoint(tmp_path, continue_training=True)
+    final = _save(tmp_path / FINAL, model, optimizer, scheduler, scaler, epoch=5)
+    assert resume_checkpoint(tmp_path, continue_training=True) == final
+    with pytest.raises(ValueError, match="already holds a finished run; use --continue"):
+        resume_checkpoint(tmp_path, continue_training=False)
+    latest = _save(tmp_path / LATEST, model, optimizer, scheduler, scaler, epoch=4)
+    assert resume_checkpoint(tmp_path, continue_training=True) == latest
+    with pytest.raises(ValueError, match=re.escape(str(tmp_path))):
+        resume_checkpoint(tmp_path, continue_training=False)
 
 
 def test_checkpoint_contents(tmp_path):

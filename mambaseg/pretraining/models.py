@@ -25,7 +25,6 @@ from mambaseg.io.atomic import write_atomically
 from mambaseg.networks import list_networks, network_entry
 from mambaseg.networks.vmamba_encoder import VMambaClassifier
 
-ENCODER_FILE = "encoder.pt"
 ENCODER_KEYS = ("dims", "depths", "patch_size", "d_state", "ssm_ratio", "drop_path_rate", "orders")
 TINY = {"dims": 4, "depths": (1, 1), "d_state": 4}
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -28,10 +28,11 @@ from torch.nn.parallel import DistributedDataParallel
 from mambaseg.planning.checkpoint import Checkpoint, load_checkpoint
 from mambaseg.pretraining.data import ImageDataset, epoch_loader, scan_split, shard
 from mambaseg.pretraining.ema import ModelEma
-from mambaseg.pretraining.models import ENCODER_FILE, build_classifier, encoder_settings, export_encoder
+from mambaseg.pretraining.models import build_classifier, encoder_settings, export_encoder
 from mambaseg.pretraining.transforms import EvalTransform, MixupCutmix, TrainTransform, soft_cross_entropy
-from mambaseg.training.checkpoint import FINAL, LATEST, restore_run, resume_checkpoint
+from mambaseg.training.checkpoint import restore_run, resume_checkpoint
 from mambaseg.training.distributed import all_reduce_sums, rank_and_world
+from mambaseg.training.files import RunPaths
 from mambaseg.training.optim import build_optimizer, build_scheduler
 from mambaseg.training.run_log import RunLog, epoch_progress, write_run_config
 from mambaseg.training.step import amp_autocast, build_grad_scaler, optimizer_step
@@ -71,22 +72,29 @@ class Parts:
     mix: MixupCutmix
 
 
+class PretrainingPaths(RunPaths, Protocol):
+    """A pretraining run's files (the workspace layer's ``PretrainingFiles`` provides them)."""
+
+    @property
+    def encoder(self) -> Path: ...
+
+
 class Pretraining:
     """One pretraining run, set up from the config; ``fit`` trains it to the end.
 
     Args:
         image_folder: the folder with ``train/`` and ``val/``.
-        run_dir: where rank 0 writes.
+        files: where rank 0 writes (the run's config, checkpoints, logs and exported encoder).
         network: a name from ``list_pretrain_models()``.
         config: the resolved pretraining config (plain dict).
         device: where to train.
     """
 
     def __init__(
-        self, image_folder: Path, run_dir: Path, network: str, config: Mapping[str, Any], device: torch.device
+        self, image_folder: Path, files: PretrainingPaths, network: str, config: Mapping[str, Any], device: torch.device
     ) -> None:
         self.rank, self.world = rank_and_world()
-        self.image_folder, self.run_dir, self.network = image_folder, run_dir, network
+        self.image_folder, self.files, self.network = image_folder, files, network
         self.config, self.device = dict(config), device
         self.seed = int(config["seed"])
         data, model_cfg = config["data"], config["model"]
@@ -225,7 +233,7 @@ class Pretraining:
             return {"ema": ema, "network": self.network, "classes": self.classes}
 
         return CheckpointWriter(
-            self.run_dir,
+            self.files.checkpoints,
             parts.bare,
             parts.optimizer,
             parts.scheduler,
@@ -265,28 +273,28 @@ class Pretraining:
         }
 
     def fit(self, continue_training: bool = False) -> Path:
-        """Train to the last epoch (resuming ``checkpoint_latest.pt`` if asked), then write ``encoder.pt``."""
+        """Train to the last epoch (resuming the latest checkpoint if asked), then export the encoder; its path."""
         is_main = self.rank == 0
-        resume_from = resume_checkpoint(self.run_dir, continue_training)
+        resume_from = resume_checkpoint(self.files, continue_training)
         parts = self.build()
-        run_log = RunLog(self.run_dir, best=("top1", "ema_top1"), score_label="accuracy [%]") if is_main else None
+        run_log = RunLog(self.files.logs, best=("top1", "ema_top1"), score_label="accuracy [%]") if is_main else None
         try:
             writer = self._checkpoints(parts, run_log) if is_main else None
             if is_main:
                 run_info = {"network": self.network, "image_folder": str(self.image_folder)}
-                write_run_config(self.run_dir, {**run_info, **self.config})
+                write_run_config(self.files.config, {**run_info, **self.config})
             start = self._resume(parts, resume_from, run_log) if resume_from is not None else 0
             for epoch in range(start, self.epochs):
                 self._epoch(parts, epoch, run_log, writer)
             if is_main:
-                writer.save(FINAL, self.epochs)
+                writer.save("final", self.epochs)
                 weights = parts.ema.module if self.encoder_config()["weights"] == "ema" else parts.bare
-                path = export_encoder(weights, self.run_dir / ENCODER_FILE, self.encoder_config())
+                path = export_encoder(weights, self.files.encoder, self.encoder_config())
                 log.info("wrote %s (best top-1 %.2f%%)", path, run_log.best)
         finally:
             if run_log is not None:
                 run_log.close()
-        return self.run_dir
+        return self.files.encoder
 
     def _epoch(self, parts: Parts, epoch: int, run_log: RunLog | None, writer: CheckpointWriter | None) -> None:
         started = time.perf_counter()
@@ -310,25 +318,25 @@ class Pretraining:
             epoch_time=time.perf_counter() - started,
         )
         if (epoch + 1) % int(self.config["checkpoint_every"]) == 0:
-            writer.save(LATEST, epoch + 1)
+            writer.save("latest", epoch + 1)
 
 
 def pretrain(
     image_folder: str | Path,
-    run_dir: str | Path,
+    files: PretrainingPaths,
     network: str,
     config: Mapping[str, Any],
     device: torch.device,
     continue_training: bool = False,
 ) -> Path:
-    """Pretrain the classifier ``network`` on ``image_folder`` into ``run_dir``; returns the run folder.
+    """Pretrain the classifier ``network`` on ``image_folder``; returns the exported encoder's path.
 
     Args:
         image_folder: a folder with ``train/CLASS/*`` and ``val/CLASS/*`` images.
-        run_dir: the run folder (rank 0 writes it).
+        files: the run's files (rank 0 writes them).
         network: a name from ``list_pretrain_models()``.
         config: the resolved pretraining config (plain dict).
         device: where to train.
-        continue_training: resume from ``checkpoint_latest.pt`` (or the final one).
+        continue_training: resume from the latest checkpoint (or the final one).
     """
-    return Pretraining(Path(image_folder), Path(run_dir), network, config, device).fit(continue_training)
+    return Pretraining(Path(image_folder), files, network, config, device).fit(continue_training)

@@ -16,39 +16,34 @@ import torch
 from torch import nn
 
 from mambaseg.planning.checkpoint import Checkpoint, CheckpointError, unwrap_model
+from mambaseg.training.files import RunPaths
 from mambaseg.training.run_log import RunLog
 
 logger = logging.getLogger(__name__)
 
-LATEST = "checkpoint_latest.pt"
-BEST = "checkpoint_best.pt"
-FINAL = "checkpoint_final.pt"
 
-
-def resume_checkpoint(run_dir: Path, continue_training: bool) -> Path | None:
+def resume_checkpoint(files: RunPaths, continue_training: bool) -> Path | None:
     """The checkpoint a run starts from: with ``continue_training`` the latest one, else the final one, else none.
 
     Args:
-        run_dir: the run folder.
-        continue_training: resume (``--continue``) rather than start over.
-
-    Returns:
-        The checkpoint to resume from, or None to start from scratch.
+        files: the run's files.
+        continue_training: resume an interrupted (or finished) run.
 
     Raises:
-        ValueError: ``continue_training`` without a checkpoint in ``run_dir``, or a finished run (a final
-            checkpoint) without ``continue_training``, which starting over would overwrite.
+        ValueError: ``continue_training`` without a checkpoint, or a finished run (a final checkpoint exists)
+            without ``continue_training``.
     """
     if not continue_training:
-        if (run_dir / FINAL).exists():
+        if files.checkpoints.final.exists():
             raise ValueError(
-                f"{run_dir} already holds a finished run; use --continue, or delete the folder to start over"
+                f"{files.folder} already holds a finished run; continue it (continue_training), "
+                "or delete the folder to start over"
             )
         return None
-    for name in (LATEST, FINAL):
-        if (run_dir / name).is_file():
-            return run_dir / name
-    raise ValueError(f"--continue: {run_dir} has no checkpoint to resume from")
+    for path in (files.checkpoints.latest, files.checkpoints.final):
+        if path.is_file():
+            return path
+    raise ValueError(f"continue_training: {files.folder} has no checkpoint to resume from")
 
 
 def restore_run(

@@ -12,38 +12,25 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from mambaseg.planning.checkpoint import load_checkpoint, unwrap_model
 from mambaseg.planning.model import build_network, mirror_axes_for
-from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
+from mambaseg.training.checkpoint import restore_run, resume_checkpoint
+from mambaseg.training.distributed import rank_and_world
 from mambaseg.training.fine_tuning import prepare_fine_tuning
 from mambaseg.training.losses import build_training_loss, regions_from_labels
 from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches, epoch_batches
 from mambaseg.training.run_log import RunLog
 from mambaseg.training.setup import RunSpec, count_outputs, write_run_files
+from mambaseg.training.step import build_grad_scaler
 from mambaseg.training.trainer import CheckpointWriter, LoopSettings, Trainer
 
 log = logging.getLogger(__name__)
-
-
-def rank_and_world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _resume_from(spec: RunSpec) -> Path | None:
-    for path in (spec.files.checkpoints.latest, spec.files.checkpoints.final):
-        if path.is_file():
-            return path
-    return None
 
 
 def train_fold(
@@ -55,19 +42,12 @@ def train_fold(
         spec: dataset, plans, configuration, network plan and fold.
         config: the resolved config (plain dict).
         device: where to train.
-        continue_training: resume from ``checkpoint_latest.pt`` (or the final one) instead of starting over.
+        continue_training: resume from the latest checkpoint (or the final one) instead of starting over.
     """
     rank, world = rank_and_world()
     is_main = rank == 0
-    run_dir, plan, plans = spec.run_dir, spec.plan, spec.plans
-    checkpoint_path = _resume_from(spec) if continue_training else None
-    if continue_training and checkpoint_path is None:
-        raise ValueError(f"continue_training: {run_dir} has no checkpoint to resume from")
-    if not continue_training and is_main and spec.files.checkpoints.final.exists():
-        raise ValueError(
-            f"{run_dir} already holds a finished run; continue it (continue_training), "
-            "or delete the folder to start over"
-        )
+    plan, plans = spec.plan, spec.plans
+    checkpoint_path = resume_checkpoint(spec.files, continue_training)
     if is_main:
         write_run_files(spec.files, config, plan)
 
@@ -85,7 +65,7 @@ def train_fold(
     optim_cfg = optimizer_config_for(plan.network, config["trainer"])
     optim_cfg["optimizer"]["param_groups"] = encoder_groups
     optimizer, scheduler = build_optimization(model, optim_cfg, settings.num_epochs)
-    grad_scaler = torch.amp.GradScaler(device.type, enabled=settings.amp and device.type == "cuda")
+    grad_scaler = build_grad_scaler(device, settings.amp)
     if world > 1:
         model = DistributedDataParallel(
             model,
@@ -111,20 +91,18 @@ def train_fold(
     val_set = PatchBatches(folder, val_names, seed=seed + 1, oversample_foreground=oversample, **common)
     workers = int(config["num_workers"])
 
-    run_log = RunLog(run_dir, plot=True) if is_main else None
+    run_log = RunLog(spec.files.logs, plot=True) if is_main else None
     writer = (
-        CheckpointWriter(run_dir, model, optimizer, scheduler, grad_scaler, run_log, plans.to_dict(), dict(config))
+        CheckpointWriter(
+            spec.files.checkpoints, model, optimizer, scheduler, grad_scaler, run_log, plans.to_dict(), dict(config)
+        )
         if is_main
         else None
     )
     start_epoch = 0
     if checkpoint_path is not None:
         checkpoint = load_checkpoint(checkpoint_path, map_location=device)
-        start_epoch = restore_training_state(checkpoint, model, optimizer, scheduler, grad_scaler)
-        restore_rng_state(checkpoint)
-        if run_log is not None:
-            run_log.load_state_dict(checkpoint.extra["run_log"])
-        log.info("resuming %s at epoch %d", checkpoint_path, start_epoch)
+        start_epoch = restore_run(checkpoint, model, optimizer, scheduler, grad_scaler, run_log)
 
     trainer = Trainer(
         model,

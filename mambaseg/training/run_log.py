@@ -16,7 +16,6 @@ import csv
 import io
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,11 +27,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mambaseg.io.atomic import write_atomically
+from mambaseg.training.files import LogPaths
 
 logger = logging.getLogger(__name__)
 
 EMA_DECAY = 0.9
-CONFIG_FILE = "config.yaml"
 NOT_SCORES = ("epoch", "lr", "epoch_time")
 LOSS_COLORS = ("b", "r", "c", "k")
 SCORE_COLORS = ("g", "m", "y", "tab:orange")
@@ -61,15 +60,14 @@ def _copy(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, list) else v for k, v in record.items()}
 
 
-def write_run_config(run_dir: Path, config: Mapping[str, Any]) -> Path:
-    """Write the resolved ``config`` as ``config.yaml`` in ``run_dir`` (created if missing), atomically.
+def write_run_config(path: Path, config: Mapping[str, Any]) -> Path:
+    """Write the resolved ``config`` as YAML to ``path`` (its folder created if missing), atomically.
 
     Returns:
         The path written.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     text = OmegaConf.to_yaml(OmegaConf.create(dict(config)))
-    path = run_dir / CONFIG_FILE
     write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
     return path
 
@@ -99,23 +97,24 @@ class LogFile:
 
 
 class RunLog:
-    """Per-epoch metrics of one run, written to ``metrics.csv``, ``progress.png`` and ``training.log``.
+    """Per-epoch metrics of one run, written to its metrics table (CSV), its plot (PNG) and its text log.
 
     Args:
-        run_dir: the run folder (created if missing).
-        plot: redraw ``progress.png`` after every epoch.
+        files: where the table, plot and log go (their folder is created if missing).
+        plot: redraw the plot after every epoch.
         best: the metrics whose highest value (NaN aside) makes an epoch the best yet.
         score_label: the axis label of the metrics plotted beside the losses.
     """
 
     def __init__(
         self,
-        run_dir: str | os.PathLike,
+        files: LogPaths,
         plot: bool = True,
         best: Sequence[str] = ("ema_dice",),
         score_label: str = "pseudo Dice",
     ) -> None:
-        self.run_dir = Path(run_dir)
+        self.files = files
+        self.run_dir = files.metrics.parent
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.plot = plot
         self.best_metrics = tuple(best)
@@ -123,15 +122,15 @@ class RunLog:
         self.records: list[dict[str, Any]] = []
         self.best = -math.inf
         self._csv_in_sync = False
-        self._log_file = LogFile(self.run_dir / "training.log")
+        self._log_file = LogFile(files.log)
 
     @property
     def csv_path(self) -> Path:
-        return self.run_dir / "metrics.csv"
+        return self.files.metrics
 
     @property
     def png_path(self) -> Path:
-        return self.run_dir / "progress.png"
+        return self.files.plot
 
     def log_epoch(self, epoch: int, **metrics: float | Sequence[float]) -> dict[str, Any]:
         """Record an epoch, update the CSV and the plot, and return the record.

@@ -19,34 +19,14 @@ from torch import nn
 from mambaseg.data.dataset import Dataset
 from mambaseg.io.atomic import write_atomically
 from mambaseg.planning.plans import ConfigurationPlan, Plans
+from mambaseg.training.files import RunPaths
+from mambaseg.training.run_log import write_run_config
 
 log = logging.getLogger(__name__)
 
 
-class CheckpointPaths(Protocol):
-    """The checkpoint files of a run folder."""
-
-    @property
-    def latest(self) -> Path: ...
-
-    @property
-    def best(self) -> Path: ...
-
-    @property
-    def final(self) -> Path: ...
-
-
-class FoldPaths(Protocol):
+class FoldPaths(RunPaths, Protocol):
     """Where a training fold's files go (the workspace layer's ``FoldFiles`` provides them)."""
-
-    @property
-    def checkpoints(self) -> CheckpointPaths: ...
-
-    @property
-    def folder(self) -> Path: ...
-
-    @property
-    def config(self) -> Path: ...
 
     @property
     def plan(self) -> Path: ...
@@ -119,10 +99,6 @@ def count_outputs(model: nn.Module, in_channels: int, patch_size: Sequence[int])
 
 def write_run_files(files: FoldPaths, config: Mapping[str, Any], plan: ConfigurationPlan) -> None:
     """The resolved config and the plan used, beside the checkpoints."""
-    from omegaconf import OmegaConf
-
-    files.folder.mkdir(parents=True, exist_ok=True)
-    config_yaml = OmegaConf.to_yaml(OmegaConf.create(dict(config)))
-    write_atomically(files.config, lambda handle: handle.write(config_yaml.encode()))
+    write_run_config(files.config, config)
     plan_json = json.dumps(dataclasses.asdict(plan), indent=2) + "\n"
     write_atomically(files.plan, lambda handle: handle.write(plan_json.encode()))

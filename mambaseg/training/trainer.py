@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from mambaseg.planning.checkpoint import save_checkpoint
-from mambaseg.training.checkpoint import BEST, FINAL, LATEST
 from mambaseg.training.distributed import all_reduce_sum, all_reduce_sums, rank_and_world
+from mambaseg.training.files import CheckpointPaths
 from mambaseg.training.run_log import RunLog, epoch_progress
 from mambaseg.training.step import amp_autocast, optimizer_step
 
@@ -95,7 +95,7 @@ class CheckpointWriter:
     """Writes the run's checkpoints (main process only), with the run log's state in ``extra["run_log"]``.
 
     Args:
-        run_dir: the run folder.
+        checkpoints: where the checkpoints go.
         model: the network (possibly DDP-wrapped).
         optimizer: its optimiser.
         scheduler: its learning-rate schedule.
@@ -108,7 +108,7 @@ class CheckpointWriter:
 
     def __init__(
         self,
-        run_dir: Path,
+        checkpoints: CheckpointPaths,
         model: nn.Module,
         optimizer: torch.optim.Optimizer,
         scheduler: torch.optim.lr_scheduler.LRScheduler,
@@ -118,20 +118,25 @@ class CheckpointWriter:
         config: Mapping[str, Any],
         extra: Callable[[], Mapping[str, Any]] | None = None,
     ) -> None:
-        self.run_dir = run_dir
+        self.checkpoints = checkpoints
         self.parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "grad_scaler": grad_scaler}
         self.run_log = run_log
         self.plans = plans
         self.config = config
         self.extra = extra
 
-    def save(self, name: str, epoch: int) -> Path:
-        """Write ``run_dir/name`` after ``epoch`` finished epochs."""
+    def save(self, kind: str, epoch: int) -> Path:
+        """Write the checkpoint ``kind`` (latest, best or final) after ``epoch`` finished epochs."""
         extra = dict(self.extra()) if self.extra is not None else {}
         if self.run_log is not None:
             extra["run_log"] = self.run_log.state_dict()
         return save_checkpoint(
-            self.run_dir / name, epoch=epoch, plans=self.plans, config=self.config, extra=extra, **self.parts
+            getattr(self.checkpoints, kind),
+            epoch=epoch,
+            plans=self.plans,
+            config=self.config,
+            extra=extra,
+            **self.parts,
         )
 
 
@@ -253,8 +258,8 @@ class Trainer:
                 epoch_time=time.perf_counter() - started,
             )
             if record["is_best"]:
-                self.checkpoints.save(BEST, epoch + 1)
+                self.checkpoints.save("best", epoch + 1)
             if (epoch + 1) % self.settings.checkpoint_every == 0:
-                self.checkpoints.save(LATEST, epoch + 1)
+                self.checkpoints.save("latest", epoch + 1)
         if self.checkpoints is not None:
-            self.checkpoints.save(FINAL, self.settings.num_epochs)
+            self.checkpoints.save("final", self.settings.num_epochs)

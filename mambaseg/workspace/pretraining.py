@@ -40,5 +40,5 @@ def pretrain(
     files = open_workspace(workspace).pretraining(folder, network)
     config = compose_pretrain_config(config_name, list(overrides))
     with distributed(device) as (torch_device, _):
-        pretrain_classifier(folder, files.folder, network, config, torch_device, continue_training)
+        pretrain_classifier(folder, files, network, config, torch_device, continue_training)
     return files

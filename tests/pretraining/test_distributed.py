@@ -1,6 +1,7 @@
 """Pretraining under DDP with two gloo processes on the CPU: sharded images, summed metrics, rank 0 writes."""
 
 import csv
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -9,6 +10,7 @@ from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.pretraining import pretrain
 from mambaseg.pretraining.data import shard
 from mambaseg.workspace.config import compose_pretrain_config
+from mambaseg.workspace.layout import PretrainingFiles
 from tests.pretraining.folders import write_image_folder
 from tests.processes import run_workers
 
@@ -20,7 +22,7 @@ def _worker(rank: int, store: str, folder: str, run_dir: str, config: dict) -> N
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
-        pretrain(folder, run_dir, "vmamba_tiny", config, torch.device("cpu"))
+        pretrain(folder, PretrainingFiles(Path(run_dir)), "vmamba_tiny", config, torch.device("cpu"))
     finally:
         dist.destroy_process_group()
 

@@ -12,8 +12,6 @@ from torch import nn
 import mambaseg
 from mambaseg.planning.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mambaseg.training.checkpoint import (
-    FINAL,
-    LATEST,
     restore_rng_state,
     restore_run,
     restore_training_state,
@@ -21,6 +19,7 @@ from mambaseg.training.checkpoint import (
 )
 from mambaseg.training.optim import build_optimizer, build_scheduler
 from mambaseg.training.run_log import RunLog
+from mambaseg.workspace.layout import CheckpointFiles, FoldFiles, RunLogFiles
 
 PLANS = {"dataset_name": "Dataset001_Demo", "configurations": {"2d": {"patch_size": [64, 64], "batch_size": 2}}}
 CONFIG = {"trainer": {"num_epochs": 5}, "network": "unet_resenc"}
@@ -100,11 +99,18 @@ def test_restore_run_puts_back_weights_states_rngs_and_the_run_log(tmp_path):
     np.random.seed(1)
     model, optimizer, scheduler, scaler = _parts()
     model.train()
-    with RunLog(tmp_path / "first", plot=False) as run_log:
+    with RunLog(RunLogFiles.in_folder(tmp_path / "first"), plot=False) as run_log:
         for epoch in range(3):
             _train_step(model, optimizer, scheduler)
             run_log.log_epoch(epoch, train_loss=1.0 / (epoch + 1), dice=[0.1 * epoch], lr=scheduler.get_last_lr()[0])
-        path = _save(tmp_path / LATEST, model, optimizer, scheduler, scaler, run_log=run_log.state_dict())
+        path = _save(
+            CheckpointFiles.in_folder(tmp_path).latest,
+            model,
+            optimizer,
+            scheduler,
+            scaler,
+            run_log=run_log.state_dict(),
+        )
     for _ in range(2):
         _train_step(model, optimizer, scheduler)
     expected = {k: v.clone() for k, v in model.state_dict().items()}
@@ -112,7 +118,7 @@ def test_restore_run_puts_back_weights_states_rngs_and_the_run_log(tmp_path):
     random.seed(99)
     np.random.seed(99)
     fresh, fresh_optimizer, fresh_scheduler, fresh_scaler = _parts(seed=123)
-    with RunLog(tmp_path / "resumed", plot=False) as resumed_log:
+    with RunLog(RunLogFiles.in_folder(tmp_path / "resumed"), plot=False) as resumed_log:
         start = restore_run(load_checkpoint(path), fresh, fresh_optimizer, fresh_scheduler, fresh_scaler, resumed_log)
         assert start == 3 and resumed_log.records == run_log.records and resumed_log.best == run_log.best
         fresh.train()
@@ -128,17 +134,17 @@ def test_restore_run_puts_back_weights_states_rngs_and_the_run_log(tmp_path):
 
 def test_resume_checkpoint_chooses_latest_before_final_and_refuses_a_finished_run(tmp_path):
     model, optimizer, scheduler, scaler = _parts()
-    assert resume_checkpoint(tmp_path, continue_training=False) is None  # a fresh run
+    assert resume_checkpoint(FoldFiles(tmp_path, "0"), continue_training=False) is None  # a fresh run
     with pytest.raises(ValueError, match="has no checkpoint to resume from"):
-        resume_checkpoint(tmp_path, continue_training=True)
-    final = _save(tmp_path / FINAL, model, optimizer, scheduler, scaler, epoch=5)
-    assert resume_checkpoint(tmp_path, continue_training=True) == final
-    with pytest.raises(ValueError, match="already holds a finished run; use --continue"):
-        resume_checkpoint(tmp_path, continue_training=False)
-    latest = _save(tmp_path / LATEST, model, optimizer, scheduler, scaler, epoch=4)
-    assert resume_checkpoint(tmp_path, continue_training=True) == latest
+        resume_checkpoint(FoldFiles(tmp_path, "0"), continue_training=True)
+    final = _save(CheckpointFiles.in_folder(tmp_path).final, model, optimizer, scheduler, scaler, epoch=5)
+    assert resume_checkpoint(FoldFiles(tmp_path, "0"), continue_training=True) == final
+    with pytest.raises(ValueError, match="already holds a finished run; continue it"):
+        resume_checkpoint(FoldFiles(tmp_path, "0"), continue_training=False)
+    latest = _save(CheckpointFiles.in_folder(tmp_path).latest, model, optimizer, scheduler, scaler, epoch=4)
+    assert resume_checkpoint(FoldFiles(tmp_path, "0"), continue_training=True) == latest
     with pytest.raises(ValueError, match=re.escape(str(tmp_path))):
-        resume_checkpoint(tmp_path, continue_training=False)
+        resume_checkpoint(FoldFiles(tmp_path, "0"), continue_training=False)
 
 
 def test_checkpoint_contents(tmp_path):

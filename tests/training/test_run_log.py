@@ -13,6 +13,7 @@ from rich.console import Console
 
 from mambaseg.planning.checkpoint import load_checkpoint, save_checkpoint
 from mambaseg.training.run_log import RunLog, epoch_progress, write_run_config
+from mambaseg.workspace.layout import RunLogFiles
 
 
 def _log(run_log: RunLog, epoch: int, dice: tuple[float, float] = (0.5, 0.7), loss: float = 1.0) -> dict:
@@ -32,7 +33,7 @@ def _rows(path) -> list[dict[str, str]]:
 
 
 def test_csv_and_ema(tmp_path):
-    with RunLog(tmp_path, plot=False) as run_log:
+    with RunLog(RunLogFiles.in_folder(tmp_path), plot=False) as run_log:
         first = _log(run_log, 0, dice=(0.5, 0.7))
         second = _log(run_log, 1, dice=(0.7, 0.9))
         third = _log(run_log, 2, dice=(0.1, math.nan))
@@ -60,7 +61,7 @@ def test_csv_and_ema(tmp_path):
 
 
 def test_resume_from_checkpoint_does_not_duplicate_epochs(tmp_path):
-    run_log = RunLog(tmp_path, plot=False)
+    run_log = RunLog(RunLogFiles.in_folder(tmp_path), plot=False)
     for epoch in range(2):
         _log(run_log, epoch)
     model = torch.nn.Linear(2, 2)
@@ -71,7 +72,7 @@ def test_resume_from_checkpoint_does_not_duplicate_epochs(tmp_path):
         _log(run_log, epoch)
     run_log.close()
 
-    resumed = RunLog(tmp_path, plot=False)
+    resumed = RunLog(RunLogFiles.in_folder(tmp_path), plot=False)
     checkpoint = load_checkpoint(path)
     resumed.load_state_dict(checkpoint.extra["run_log"])
     for epoch in range(checkpoint.epoch, 5):
@@ -85,7 +86,7 @@ def test_resume_from_checkpoint_does_not_duplicate_epochs(tmp_path):
 
 
 def test_epochs_must_follow_each_other(tmp_path):
-    with RunLog(tmp_path, plot=False) as run_log:
+    with RunLog(RunLogFiles.in_folder(tmp_path), plot=False) as run_log:
         _log(run_log, 0)
         with pytest.raises(ValueError, match="epoch 2 logged, but the history ends at epoch 0"):
             _log(run_log, 2)
@@ -96,7 +97,7 @@ def test_epochs_must_follow_each_other(tmp_path):
 
 
 def test_progress_png_and_training_log(tmp_path):
-    with RunLog(tmp_path) as run_log:
+    with RunLog(RunLogFiles.in_folder(tmp_path)) as run_log:
         _log(run_log, 0)
         _log(run_log, 1)
         logging.getLogger("mambaseg.training.trainer").info("a message from the trainer")
@@ -144,7 +145,7 @@ def _log_pretraining(run_log: RunLog, epoch: int, top1: float, ema_top1: float =
 
 
 def test_pretraining_columns_best_of_model_or_ema_and_plot(tmp_path):
-    with RunLog(tmp_path, best=("top1", "ema_top1"), score_label="accuracy [%]") as run_log:
+    with RunLog(RunLogFiles.in_folder(tmp_path), best=("top1", "ema_top1"), score_label="accuracy [%]") as run_log:
         assert _log_pretraining(run_log, 0, top1=40.0)["is_best"]
         assert _log_pretraining(run_log, 1, top1=35.0, ema_top1=45.0)["is_best"]
         third = _log_pretraining(run_log, 2, top1=44.0, ema_top1=42.0)
@@ -159,7 +160,7 @@ def test_pretraining_columns_best_of_model_or_ema_and_plot(tmp_path):
     assert "epoch 1: train loss 1.5000, val loss 1.2500, top-1 35.0000" in text and "EMA top-1 45.0000" in text
     assert "pretraining message" in text
 
-    resumed = RunLog(tmp_path, plot=False, best=("top1", "ema_top1"))
+    resumed = RunLog(RunLogFiles.in_folder(tmp_path), plot=False, best=("top1", "ema_top1"))
     resumed.load_state_dict({"records": run_log.state_dict()["records"][:2]})
     assert resumed.best == 45.0
     assert not _log_pretraining(resumed, 2, top1=45.0)["is_best"]  # not above the EMA's 45 of epoch 1
@@ -168,7 +169,7 @@ def test_pretraining_columns_best_of_model_or_ema_and_plot(tmp_path):
 
 
 def test_every_epoch_logs_the_same_metrics(tmp_path):
-    with RunLog(tmp_path, plot=False) as run_log:
+    with RunLog(RunLogFiles.in_folder(tmp_path), plot=False) as run_log:
         _log(run_log, 0)
         with pytest.raises(ValueError, match="epoch 1 logs"):
             run_log.log_epoch(1, train_loss=1.0, val_loss=1.0, dice=(0.5, 0.5), lr=0.01)
@@ -178,8 +179,8 @@ def test_every_epoch_logs_the_same_metrics(tmp_path):
 def test_run_config_is_written_atomically_as_yaml(tmp_path):
     run_dir = tmp_path / "run"
     config = {"seed": 3, "trainer": {"num_epochs": 2, "lr": 0.01}, "folds": [0, 1]}
-    path = write_run_config(run_dir, config)
+    path = write_run_config(run_dir / "config.yaml", config)
     assert path == run_dir / "config.yaml" and OmegaConf.to_container(OmegaConf.load(path)) == config
-    write_run_config(run_dir, {**config, "seed": 4})
+    write_run_config(run_dir / "config.yaml", {**config, "seed": 4})
     assert OmegaConf.load(path).seed == 4
     assert sorted(p.name for p in run_dir.iterdir()) == ["config.yaml"]  # no temporary file left

@@ -15,6 +15,7 @@ from mambaseg.training.trainer import (
     dice_from_counts,
     pseudo_dice_counts,
 )
+from mambaseg.workspace.layout import CheckpointFiles, RunLogFiles
 
 LABELS = {"background": 0, "bright": 1, "dark": 2}
 
@@ -36,8 +37,10 @@ def build(run_dir, num_epochs=4, checkpoint_every=2):
     optimizer = build_optimizer("sgd", model, lr=0.05, momentum=0.9, nesterov=True, weight_decay=3e-5)
     scheduler = build_scheduler("poly", optimizer, total_steps=num_epochs)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    run_log = RunLog(run_dir, plot=False)
-    writer = CheckpointWriter(run_dir, model, optimizer, scheduler, scaler, run_log, {"name": "toy"}, {"seed": 0})
+    run_log = RunLog(RunLogFiles.in_folder(run_dir), plot=False)
+    writer = CheckpointWriter(
+        CheckpointFiles.in_folder(run_dir), model, optimizer, scheduler, scaler, run_log, {"name": "toy"}, {"seed": 0}
+    )
     settings = LoopSettings(num_epochs, iterations_per_epoch=10, val_iterations=3, checkpoint_every=checkpoint_every)
     loss = build_training_loss(LABELS, ignore_label=None, batch_dice=False, deep_supervision_scales=None)
     trainer = Trainer(
@@ -96,7 +99,7 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
 
     def save_and_keep(name, epoch):
         path = original_save(name, epoch)
-        if name == "checkpoint_latest.pt" and epoch == 2:
+        if name == "latest" and epoch == 2:
             shutil.copy(path, saved_at_two)
         return path
 

@@ -77,9 +77,7 @@ def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: 
     plans = load_plans(files.plans)
     plan = plans.configurations["3d_fullres"]
     if plan.network != network:
-        plan = plan_experiment(Fingerprint.load(files.fingerprint), network=network).configurations[
-            "3d_fullres"
-        ]
+        plan = plan_experiment(Fingerprint.load(files.fingerprint), network=network).configurations["3d_fullres"]
     config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml"))
     augmentation = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "augmentation" / "nnunet.yaml"))
     model = build_network(plans, plan)

@@ -29,6 +29,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from mambaseg.cli.main import main as mambaseg
+from mambaseg.data import load_dataset
+from mambaseg.workspace import Workspace
+from mambaseg.workspace.layout import PretrainingFiles
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,10 +54,10 @@ def write_digits_folder(folder: Path, size: int, per_class: int | None = None, s
     return len(train), len(val)
 
 
-def pretrain(folder: Path, workspace: Path, network: str, args: argparse.Namespace) -> Path:
-    run = workspace / "pretraining" / f"{folder.name}__{network}"
-    if (run / "encoder.pt").is_file():
-        print(f"reusing the finished pretraining run {run}")
+def pretrain(folder: Path, workspace: Path, network: str, args: argparse.Namespace) -> PretrainingFiles:
+    run = Workspace(workspace).pretraining(folder, network)
+    if run.encoder.is_file():
+        print(f"reusing the finished pretraining run {run.folder}")
         return run
     overrides = [
         f"epochs={args.epochs}",
@@ -93,8 +96,8 @@ def finetune(
     args = ["train", str(dataset), "--workspace", str(workspace), "-c", "2d", "-n", "swin_umamba", "-f", "0"]
     if mambaseg([*args, *overrides]) != 0:
         raise SystemExit("mambaseg train failed")
-    summaries = list(workspace.glob("*/runs/2d__swin_umamba/fold_0/validation/summary.json"))
-    return float(json.loads(summaries[0].read_text())["mean_dice"])
+    run = Workspace(workspace).dataset(load_dataset(dataset).name).run("2d", "swin_umamba")
+    return float(json.loads(run.fold(0).validation_summary.read_text())["foreground_mean"]["dice"])
 
 
 def copy_prepared(source: Path, target: Path) -> None:
@@ -124,16 +127,16 @@ def main() -> None:
     counts = write_digits_folder(args.folder, args.size, args.per_class)
     print(f"digits: {counts[0]} training and {counts[1]} validation images of {args.size} x {args.size} px")
     run = pretrain(args.folder, args.workspace, args.network, args)
-    records = list(csv.DictReader((run / "metrics.csv").open()))
+    records = list(csv.DictReader(run.logs.metrics.open()))
     last = records[-1]
     print(
         f"pretraining {args.network}, {len(records)} epochs: val top-1 {float(last['top1']):.1f}% (chance 10%), "
-        f"EMA top-1 {float(last['ema_top1']):.1f}%, top-5 {float(last['top5']):.1f}%; encoder: {run / 'encoder.pt'}"
+        f"EMA top-1 {float(last['ema_top1']):.1f}%, top-5 {float(last['top5']):.1f}%; encoder: {run.encoder}"
     )
     if args.skip_finetune:
         return
     pretrained_ws, scratch_ws = args.workspace / "finetune_pretrained", args.workspace / "finetune_scratch"
-    encoder = run / "encoder.pt"
+    encoder = run.encoder
     dice_pretrained = finetune(args.dataset, pretrained_ws, args, encoder, args.freeze_epochs)
     copy_prepared(pretrained_ws, scratch_ws)
     dice_scratch = finetune(args.dataset, scratch_ws, args, None, 0)

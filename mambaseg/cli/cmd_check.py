@@ -9,6 +9,7 @@ from rich.console import Console
 from mambaseg.cli.display import show_error, show_report
 from mambaseg.cli.main import add_dataset_argument, add_workspace_argument
 from mambaseg.data import DatasetError
+from mambaseg.io.progress import console_progress
 from mambaseg.workspace import check
 from mambaseg.workspace.preparation import open_dataset
 
@@ -27,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
         dataset = open_dataset(args.dataset, args.workspace)
     except DatasetError as error:
         return show_error(console, error)
-    report = check(dataset, args.workspace, args.workers, progress=console.is_terminal)
+    report = check(dataset, args.workspace, args.workers, progress=console_progress(console))
     show_report(console, dataset, report)
     return 0 if report.ok else 1

@@ -20,7 +20,9 @@ from rich.table import Table
 from mambaseg.cli.main import add_workspace_argument, main
 from mambaseg.data import load_dataset
 from mambaseg.io import read_image
+from mambaseg.io.atomic import write_atomically
 from mambaseg.planning.plans import load_plans
+from mambaseg.workspace.layout import EvaluationFiles
 
 OVERLAY_CASES = 3
 
@@ -65,7 +67,7 @@ def _overlays(images: Path, references: Path, predictions: Path, out_dir: Path, 
             axis.axis("off")
         figure.tight_layout()
         path = out_dir / f"{name}_overlay.png"
-        figure.savefig(path, dpi=80)
+        write_atomically(path, lambda handle, figure=figure: figure.savefig(handle, format="png", dpi=80))
         plt.close(figure)
         written.append(path)
     return written
@@ -104,14 +106,15 @@ def run(args: argparse.Namespace) -> int:
     if held_out.is_dir() and references.is_dir():
         predictions = results / "predictions"
         _stage(console, "predict", ["predict", "-i", str(held_out), "-o", str(predictions), "-m", str(run.folder)])
-        _stage(console, "evaluate", ["evaluate", str(predictions), str(references), "-o", str(results / "evaluation")])
-        summary = json.loads((results / "evaluation" / "summary.json").read_text())
+        evaluation = results / "evaluation"
+        _stage(console, "evaluate", ["evaluate", str(predictions), str(references), "-o", str(evaluation)])
+        summary = json.loads(EvaluationFiles.in_folder(evaluation).summary.read_text())
         names = sorted(summary["cases"])[:OVERLAY_CASES]
         overlays = _overlays(held_out, references, predictions, results / "overlays", names)
         scores = {label: values["dice"] for label, values in summary["mean"].items()}
     else:
         summary = json.loads(fold.validation_summary.read_text())
-        scores, overlays = summary["dice_per_class"], []
+        scores, overlays = {label: values["dice"] for label, values in summary["mean"].items()}, []
     _show(console, load_dataset(raw).labels, scores, fold.logs.plot, overlays)
     return 0
 

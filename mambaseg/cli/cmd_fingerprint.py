@@ -8,6 +8,7 @@ from rich.console import Console
 
 from mambaseg.cli.display import show_error, show_report
 from mambaseg.cli.main import add_dataset_argument, add_workspace_argument
+from mambaseg.io.progress import console_progress
 from mambaseg.workspace import DatasetCheckError, fingerprint
 
 
@@ -20,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
-        result = fingerprint(args.dataset, args.workspace, args.workers, progress=console.is_terminal)
+        result = fingerprint(args.dataset, args.workspace, args.workers, progress=console_progress(console))
     except DatasetCheckError as error:
         show_report(console, error.dataset, error.report)
         return 1

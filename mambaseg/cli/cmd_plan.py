@@ -8,6 +8,7 @@ from rich.console import Console
 
 from mambaseg.cli.display import show_error, show_plans, show_report
 from mambaseg.cli.main import add_dataset_argument, add_workspace_argument
+from mambaseg.io.progress import console_progress
 from mambaseg.workspace import DatasetCheckError, plan
 
 
@@ -24,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
-        plans = plan(args.dataset, args.workspace, args.gpu_memory, args.network, args.workers, console.is_terminal)
+        plans = plan(
+            args.dataset, args.workspace, args.gpu_memory, args.network, args.workers, console_progress(console)
+        )
     except DatasetCheckError as error:
         show_report(console, error.dataset, error.report)
         return 1

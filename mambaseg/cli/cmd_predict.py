@@ -18,10 +18,10 @@ import logging
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mambaseg.cli.display import show_error
 from mambaseg.cli.main import add_workspace_argument
+from mambaseg.io.progress import console_progress
 from mambaseg.workspace import predict
 from mambaseg.workspace.layout import CHECKPOINT_KINDS
 
@@ -58,46 +58,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--series", help="only the DICOM series with this SeriesInstanceUID")
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("predicting"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[case]}"),
-        console=console,
-        disable=not console.is_terminal,
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     console = Console()
     output = Path(args.output)
     if args.dicom_seg and not args.verbose:
         logging.getLogger("highdicom").setLevel(logging.WARNING)  # it logs every attribute it copies
     try:
-        with _progress(console) as progress:
-            task = progress.add_task("predict", total=None, case="")
-            summary = predict(
-                args.input,
-                output,
-                model=args.model,
-                dataset=args.dataset,
-                workspace=args.workspace,
-                folds=args.folds,
-                checkpoint=args.checkpoint,
-                device=args.device,
-                mirroring=not args.no_mirroring,
-                step=args.step,
-                save_probabilities=args.save_probabilities,
-                dicom_seg=args.dicom_seg,
-                overwrite=args.overwrite,
-                num_parts=args.num_parts,
-                part_id=args.part_id,
-                series=args.series,
-                on_case=lambda name: progress.update(task, advance=1, case=name),
-                on_start=lambda total: progress.update(task, total=total),
-            )
+        summary = predict(
+            args.input,
+            output,
+            model=args.model,
+            dataset=args.dataset,
+            workspace=args.workspace,
+            folds=args.folds,
+            checkpoint=args.checkpoint,
+            device=args.device,
+            mirroring=not args.no_mirroring,
+            step=args.step,
+            save_probabilities=args.save_probabilities,
+            dicom_seg=args.dicom_seg,
+            overwrite=args.overwrite,
+            num_parts=args.num_parts,
+            part_id=args.part_id,
+            series=args.series,
+            progress=console_progress(console),
+        )
     except (ValueError, OSError) as error:
         return show_error(console, error)
     part = f" (part {summary.part_id} of {summary.num_parts})" if summary.num_parts > 1 else ""

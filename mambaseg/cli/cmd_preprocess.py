@@ -8,6 +8,7 @@ from rich.console import Console
 
 from mambaseg.cli.display import show_error, show_report
 from mambaseg.cli.main import add_dataset_argument, add_workspace_argument
+from mambaseg.io.progress import console_progress
 from mambaseg.workspace import DatasetCheckError, preprocess
 
 
@@ -29,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
         summaries = preprocess(
-            args.dataset, args.workspace, args.configurations, args.workers, args.force, console.is_terminal
+            args.dataset, args.workspace, args.configurations, args.workers, args.force, console_progress(console)
         )
     except DatasetCheckError as error:
         show_report(console, error.dataset, error.report)

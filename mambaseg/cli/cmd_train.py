@@ -15,9 +15,11 @@ from rich.console import Console
 
 from mambaseg.cli.display import show_error, show_report
 from mambaseg.cli.main import add_dataset_argument, add_workspace_argument, without_option
+from mambaseg.io.progress import console_progress
 from mambaseg.workspace import DatasetCheckError, train
 from mambaseg.workspace.layout import CHECKPOINT_KINDS
 from mambaseg.workspace.runtime import launch_torchrun
+from mambaseg.workspace.training import dice_line
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             args.workers,
             validate_only=args.val,
             validation_checkpoint=args.val_checkpoint,
-            progress=console.is_terminal,
+            progress=console_progress(console),
         )
     except DatasetCheckError as error:
         show_report(console, error.dataset, error.report)
@@ -66,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:  # PlansError, PlanningError, CheckpointError; OSError: disk full
         return show_error(console, error)
     if result.validation is not None:
-        summary = result.validation
-        console.print(f"validation mean Dice {summary['mean_dice']:.4f}: {summary['dice_per_class']}", soft_wrap=True)
+        console.print(f"validation mean Dice {dice_line(result.validation)}", soft_wrap=True)
         if not args.val:
             console.print(f"run finished: {result.fold.folder}", soft_wrap=True)
     return 0

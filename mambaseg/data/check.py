@@ -79,9 +79,7 @@ class _CaseSummary:
     ndim: int | None = None
 
 
-def check_dataset(
-    dataset: Dataset, max_workers: int | None = None, progress: Progress | bool | None = None
-) -> CheckReport:
+def check_dataset(dataset: Dataset, max_workers: int | None = None, progress: Progress | None = None) -> CheckReport:
     """Checks ``dataset.json`` and every case, reading the images and labels; modifies nothing.
 
     Args:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ from typing import Any
 
 from mambaseg.data.dataset import Case, Dataset, read_dataset_json, split_file_ending
 from mambaseg.io import read_image, write_image
+from mambaseg.io.atomic import write_text_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,12 @@ def nnunet_folder_name(dataset_id: int, name: str) -> str:
     if not clean:
         raise ValueError(f"dataset name {name!r} has no letters or digits to name a folder with")
     return f"Dataset{dataset_id:03d}_{clean}"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def convert_to_nnunetv2(dataset: Dataset, out_dir: str | Path, dataset_id: int, overwrite: bool = False) -> Path:
@@ -55,12 +63,13 @@ def convert_to_nnunetv2(dataset: Dataset, out_dir: str | Path, dataset_id: int, 
         raise FileExistsError(f"{target}: folder exists and is not empty; replace it with --overwrite (overwrite=True)")
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{target.name}.", suffix=".partial"))
+    staging.chmod(0o777 & ~_umask())  # mkdtemp makes it 0700; the dataset gets a new folder's usual mode
     try:
         for case in dataset.cases:
             _write_case(case, staging / "imagesTr", staging / "labelsTr", dataset)
         for case in dataset.test_images:
             _write_case(case, staging / "imagesTs", None, dataset)
-        (staging / "dataset.json").write_text(json.dumps(_description(dataset), indent=4) + "\n")
+        write_text_atomically(staging / "dataset.json", json.dumps(_description(dataset), indent=4) + "\n")
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

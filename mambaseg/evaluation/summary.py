@@ -1,4 +1,4 @@
-"""The one ``summary.json`` schema, written by ``evaluate`` and by a fold's validation alike; and ``metrics.csv``.
+"""The one summary schema (``summary.json``), written by ``evaluate`` and by a fold's validation alike, and its CSV.
 
 ``evaluate_cases`` scores pairs of predicted and reference masks (files or images in memory);
 ``evaluate_folders`` first matches the files of two folders by case name (the file name without its image
@@ -51,8 +51,6 @@ from mambaseg.io.atomic import write_text_atomically
 
 log = logging.getLogger(__name__)
 
-SUMMARY_FILE = "summary.json"
-CSV_FILE = "metrics.csv"
 SCHEMA_VERSION = 2
 
 
@@ -298,10 +296,9 @@ def write_json(path: Path, content: Any) -> None:
     write_text_atomically(path, json.dumps(_json_ready(content), indent=2, allow_nan=False) + "\n")
 
 
-def write_summary(summary: Mapping[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
-    """Write ``summary.json`` and ``metrics.csv`` (one row per case and label) into ``out_dir``."""
-    out_dir = Path(out_dir)
-    json_path, csv_path = out_dir / SUMMARY_FILE, out_dir / CSV_FILE
+def write_summary(summary: Mapping[str, Any], json_path: Path, csv_path: Path) -> None:
+    """Write the summary as JSON and its per-case scores as CSV (one row per case and label)."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
     write_json(json_path, summary)
     columns = ["case", "label", *summary["metrics"], "n_pred", "n_ref"]
 
@@ -313,4 +310,3 @@ def write_summary(summary: Mapping[str, Any], out_dir: str | Path) -> tuple[Path
             values = [scores[key] for key in columns[2:]]
             writer.writerow([name, label, *("" if isinstance(v, float) and math.isnan(v) else v for v in values)])
     write_text_atomically(csv_path, rows.getvalue())
-    return json_path, csv_path

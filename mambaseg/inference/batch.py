@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +28,7 @@ from mambaseg.inference.inputs import InputCase, check_channels, load_case
 from mambaseg.inference.predictor import Prediction
 from mambaseg.io import Image, write_image
 from mambaseg.io.atomic import write_atomically
+from mambaseg.io.progress import Progress, ProgressTask, as_progress
 
 logger = logging.getLogger(__name__)
 
@@ -127,11 +128,10 @@ def _write(
     prediction: Prediction,
     outputs: Mapping[str, Path],
     run: RunInfo,
-    on_case: Callable[[str], None] | None,
+    task: ProgressTask,
 ) -> None:
     write_outputs(case, prediction, outputs, run)
-    if on_case:
-        on_case(case.name)
+    task.advance()
 
 
 def _read(case: InputCase, run: RunInfo) -> list[Image]:
@@ -146,7 +146,7 @@ def predict_cases(
     output_dir: str | Path,
     run: RunInfo,
     options: BatchOptions | None = None,
-    on_case: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> BatchSummary:
     """Predict ``cases`` into ``output_dir``, skipping those whose outputs exist unless overwriting.
 
@@ -156,9 +156,20 @@ def predict_cases(
         output_dir: created when a case is to be written.
         run: the model's name, channels and class names.
         options: probabilities, DICOM-SEG, overwrite.
-        on_case: called with each case's name once it is done or skipped (a progress bar).
+        progress: where to report each case done or skipped.
     """
-    output_dir, options = Path(output_dir), options or BatchOptions()
+    with as_progress(progress).task("predicting", len(cases)) as task:
+        return _predict_cases(predictor, cases, Path(output_dir), run, options or BatchOptions(), task)
+
+
+def _predict_cases(
+    predictor: CasePredictor,
+    cases: Sequence[InputCase],
+    output_dir: Path,
+    run: RunInfo,
+    options: BatchOptions,
+    task: ProgressTask,
+) -> BatchSummary:
     summary = BatchSummary()
     todo: list[tuple[InputCase, dict[str, Path]]] = []
     for case in cases:
@@ -168,8 +179,7 @@ def predict_cases(
             todo.append((case, missing))
         else:
             summary.skipped.append(case.name)
-            if on_case:
-                on_case(case.name)
+            task.advance()
     if summary.skipped:
         logger.info("%d case(s) already predicted in %s, skipped", len(summary.skipped), output_dir)
     if not todo:
@@ -186,7 +196,7 @@ def predict_cases(
             del images
             if writing is not None:
                 writing.result()
-            writing = writer.submit(_write, case, prediction, outputs, run, on_case)
+            writing = writer.submit(_write, case, prediction, outputs, run, task)
             summary.predicted.append(case.name)
         writing.result()
     return summary

@@ -14,7 +14,7 @@ front end may pass any object with the same ``task`` method.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -108,38 +108,6 @@ def console_progress(console: Console) -> Progress:
     return RichProgress(console) if console.is_terminal else SILENT
 
 
-class _CallbackProgress:
-    """Calls ``callback(done, total)`` after each advance: the form ``extract_fingerprint`` took before."""
-
-    def __init__(self, callback: Callable[[int, int], object]) -> None:
-        self._callback = callback
-
-    @contextmanager
-    def task(self, description: str, total: int) -> Iterator[ProgressTask]:
-        """A task reporting its count to the callback."""
-        callback = self._callback
-
-        class _Task:
-            done = 0
-
-            def advance(self, n: int = 1) -> None:
-                self.done += n
-                callback(self.done, total)
-
-        yield _Task()
-
-
-def as_progress(progress: Progress | bool | Callable[[int, int], object] | None) -> Progress:
-    """The ``Progress`` to report to: ``progress`` itself, or one built from what callers passed before.
-
-    None or False give silence, True bars on the terminal (``progress=console.is_terminal``), and a callable
-    is called with (items done, items in all) after each item (``extract_fingerprint``'s former callback).
-    The bool and callable forms remain only until the CLI passes a ``Progress``.
-    """
-    if isinstance(progress, bool) or progress is None:
-        return RichProgress() if progress else SILENT
-    if isinstance(progress, Progress):
-        return progress
-    if callable(progress):
-        return _CallbackProgress(progress)
-    raise TypeError(f"progress must have a task(description, total) method, got {type(progress).__name__}")
+def as_progress(progress: Progress | None) -> Progress:
+    """``progress`` itself, or silence for None."""
+    return SILENT if progress is None else progress

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -224,7 +224,7 @@ def extract_fingerprint(
     dataset: Any,
     workers: int | None = None,
     samples_per_case: int = SAMPLES_PER_CASE,
-    progress: Progress | Callable[[int, int], object] | None = None,
+    progress: Progress | None = None,
 ) -> Fingerprint:
     """Fingerprint a ``mambaseg.data`` dataset, reading cases in ``workers`` processes.
 

@@ -14,7 +14,6 @@ from mambaseg.preprocessing.dataset import (
     load_spec,
     preprocess_cases,
     preprocess_dataset,
-    preprocessed_dir,
 )
 from mambaseg.preprocessing.normalization import ChannelNormalization, normalize
 from mambaseg.preprocessing.resampling import compute_new_shape, resample_image, resample_labels
@@ -39,7 +38,6 @@ __all__ = [
     "preprocess_cases",
     "preprocess_dataset",
     "preprocess_image_for_inference",
-    "preprocessed_dir",
     "resample_image",
     "resample_labels",
     "restore_to_original",

@@ -1,6 +1,6 @@
 """Preprocessing of every training case of a dataset into a folder, in a process pool.
 
-The folder (``WORKSPACE/DATASET/preprocessed/CONFIGURATION``) holds one npz and one JSON per case (see
+A configuration's preprocessed folder (the workspace layout names it) holds one npz and one JSON per case (see
 ``mambaseg.preprocessing.storage``) and ``preprocessing.json``, the spec the cases were made with. A
 re-run skips finished cases unless ``force`` is set or the spec changed.
 """
@@ -39,11 +39,6 @@ class PreprocessSummary:
     folder: Path
     processed: tuple[str, ...]
     skipped: tuple[str, ...]
-
-
-def preprocessed_dir(workspace: Path, dataset_name: str, configuration: str) -> Path:
-    """``WORKSPACE/DATASET/preprocessed/CONFIGURATION``."""
-    return workspace / dataset_name / "preprocessed" / configuration
 
 
 def foreground_labels(dataset: Dataset) -> list[int]:
@@ -85,7 +80,7 @@ def preprocess_dataset(
     out_dir: Path,
     workers: int | None = None,
     force: bool = False,
-    progress: Progress | bool | None = None,
+    progress: Progress | None = None,
 ) -> PreprocessSummary:
     """Preprocesses the training cases of ``dataset`` for ``configuration`` of ``plans`` into ``out_dir``.
 
@@ -102,7 +97,7 @@ def preprocess_cases(
     folder: Path,
     workers: int | None = None,
     force: bool = False,
-    progress: Progress | bool | None = None,
+    progress: Progress | None = None,
 ) -> PreprocessSummary:
     """Preprocesses the training cases of ``dataset`` into ``folder``.
 

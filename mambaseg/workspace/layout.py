@@ -10,7 +10,7 @@
         runs/CONFIGURATION__NETWORK/fold_K/          K = 0..4 or ``all``
           config.yaml  plan.json  checkpoint_{latest,best,final}.pt
           metrics.csv  progress.png  training.log
-          validation/                                CASE<ending> (masks), summary.json
+          validation/                                CASE<ending> (masks), summary.json, metrics.csv
       pretraining/IMAGEFOLDER__NETWORK/              config.yaml, checkpoints, log files, encoder.pt
 
 Lower layers never compose these names: they are handed the paths (``FoldFiles``, ``RunLogFiles``...).
@@ -57,6 +57,18 @@ class RunLogFiles:
     @classmethod
     def in_folder(cls, folder: Path) -> RunLogFiles:
         return cls(folder / "metrics.csv", folder / "progress.png", folder / "training.log")
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """What scoring masks writes: the summary (JSON) and the scores per case and label (CSV)."""
+
+    summary: Path
+    table: Path
+
+    @classmethod
+    def in_folder(cls, folder: Path) -> EvaluationFiles:
+        return cls(folder / "summary.json", folder / "metrics.csv")
 
 
 @dataclass(frozen=True)
@@ -111,8 +123,13 @@ class FoldFiles:
         return self.folder / "validation"
 
     @property
+    def validation_scores(self) -> EvaluationFiles:
+        """The validation's summary and per-case scores, in evaluate's schema."""
+        return EvaluationFiles.in_folder(self.validation)
+
+    @property
     def validation_summary(self) -> Path:
-        return self.validation / "summary.json"
+        return self.validation_scores.summary
 
     def validation_mask(self, case: str, file_ending: str) -> Path:
         return self.validation / f"{case}{file_ending}"

@@ -37,7 +37,8 @@ from mambaseg.inference.ensemble import make_ensemble_predictor
 from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
 from mambaseg.inference.postprocessing import InferenceInstructions
 from mambaseg.inference.runs import make_predictor
-from mambaseg.workspace.layout import FoldFiles, Workspace
+from mambaseg.io.progress import Progress
+from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, Workspace
 from mambaseg.workspace.models import find_instructed_runs, find_run
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
 from mambaseg.workspace.runtime import resolve_device
@@ -147,8 +148,7 @@ def predict(
     num_parts: int | None = None,
     part_id: int | None = None,
     series: str | None = None,
-    on_case: Callable[[str], None] | None = None,
-    on_start: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> BatchSummary:
     """Predict masks for new images with one run (``model``) or as find-best chose for a ``dataset``.
 
@@ -169,8 +169,7 @@ def predict(
         num_parts: split the cases into this many parts (default: torchrun's world size).
         part_id: the part to predict, 0-based (default: torchrun's rank).
         series: only the DICOM series with this SeriesInstanceUID.
-        on_case: called with each case's name when it is done.
-        on_start: called with the number of cases to predict before the first.
+        progress: where to report each case done (default: nowhere).
     """
     if not 0 < step <= 1:
         raise ValueError(f"step {step}: must be in (0, 1]")
@@ -185,10 +184,8 @@ def predict(
     if dicom_seg:
         _check_dicom_seg_sources(cases)
     predictor = build_predictor(resolve_device(device), mirroring, step)
-    if on_start is not None:
-        on_start(len(cases))
     options = BatchOptions(save_probabilities, dicom_seg, overwrite)
-    summary = predict_cases(predictor, cases, Path(output), info, options, on_case)
+    summary = predict_cases(predictor, cases, Path(output), info, options, progress)
     summary.num_parts, summary.part_id = parts, part
     return summary
 
@@ -219,5 +216,6 @@ def evaluate(
     prediction = Path(prediction)
     out = Path(output) if output is not None else (prediction if prediction.is_dir() else prediction.parent)
     summary = evaluate_folders(prediction, reference, labels, tolerance_mm, ignore_label, workers)
-    json_path, csv_path = write_summary(summary, out)
-    return summary, json_path, csv_path
+    files = EvaluationFiles.in_folder(out)
+    write_summary(summary, files.summary, files.table)
+    return summary, files.summary, files.table

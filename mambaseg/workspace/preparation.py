@@ -12,6 +12,7 @@ import os
 from collections.abc import Sequence
 
 from mambaseg.data import CheckReport, Dataset, check_dataset, load_dataset
+from mambaseg.io.progress import Progress
 from mambaseg.planning.fingerprint import Fingerprint, extract_fingerprint
 from mambaseg.planning.planner import plan_experiment
 from mambaseg.planning.plans import Plans, load_plans
@@ -51,7 +52,7 @@ def open_dataset(dataset: DatasetArg, workspace: WorkspaceArg = None) -> Dataset
 
 
 def check(
-    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: bool = False
+    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: Progress | None = None
 ) -> CheckReport:
     """Every problem of the dataset: files, geometry, labels (the report; nothing is written).
 
@@ -59,13 +60,13 @@ def check(
         dataset: folder, name under ``WORKSPACE/raw``, or ``Dataset``.
         workspace: the workspace (for dataset names).
         workers: processes reading cases (None: one per CPU; 0 or 1: this process).
-        progress: show a progress bar.
+        progress: where to report progress (default: nowhere).
     """
     return check_dataset(open_dataset(dataset, workspace), max_workers=workers, progress=progress)
 
 
 def checked_dataset(
-    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: bool = False
+    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: Progress | None = None
 ) -> Dataset:
     """The dataset once its check found no error.
 
@@ -80,25 +81,29 @@ def checked_dataset(
 
 
 def fingerprint(
-    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: bool = False
+    dataset: DatasetArg, workspace: WorkspaceArg = None, workers: int | None = None, progress: Progress | None = None
 ) -> Fingerprint:
     """Check the dataset, extract its fingerprint and write ``fingerprint.json``."""
     ws = open_workspace(workspace)
     loaded = checked_dataset(dataset, ws, workers, progress)
-    return _extract_fingerprint(loaded, ws, workers)
+    return _extract_fingerprint(loaded, ws, workers, progress)
 
 
-def _extract_fingerprint(dataset: Dataset, workspace: Workspace, workers: int | None) -> Fingerprint:
-    extracted = extract_fingerprint(dataset, workers)
+def _extract_fingerprint(
+    dataset: Dataset, workspace: Workspace, workers: int | None, progress: Progress | None = None
+) -> Fingerprint:
+    extracted = extract_fingerprint(dataset, workers, progress=progress)
     path = workspace.dataset(dataset.name).fingerprint
     extracted.save(path)
     log.info("fingerprint of %d cases: %s", len(extracted.cases), path)
     return extracted
 
 
-def _fingerprint_of(dataset: Dataset, workspace: Workspace, workers: int | None) -> Fingerprint:
+def _fingerprint_of(
+    dataset: Dataset, workspace: Workspace, workers: int | None, progress: Progress | None = None
+) -> Fingerprint:
     path = workspace.dataset(dataset.name).fingerprint
-    return Fingerprint.load(path) if path.is_file() else _extract_fingerprint(dataset, workspace, workers)
+    return Fingerprint.load(path) if path.is_file() else _extract_fingerprint(dataset, workspace, workers, progress)
 
 
 def plan(
@@ -107,7 +112,7 @@ def plan(
     gpu_memory_gb: float = 8.0,
     network: str | None = None,
     workers: int | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> Plans:
     """Check the dataset, fingerprint it where not done yet, plan and write ``plans.json``.
 
@@ -117,11 +122,11 @@ def plan(
         gpu_memory_gb: the training memory budget.
         network: a registered network for every configuration (None: the planner's default).
         workers: processes reading cases.
-        progress: show progress bars.
+        progress: where to report progress (default: nowhere).
     """
     ws = open_workspace(workspace)
     loaded = checked_dataset(dataset, ws, workers, progress)
-    plans = plan_experiment(_fingerprint_of(loaded, ws, workers), gpu_memory_gb, network)
+    plans = plan_experiment(_fingerprint_of(loaded, ws, workers, progress), gpu_memory_gb, network)
     plans.save(ws.dataset(loaded.name).plans)
     return plans
 
@@ -132,12 +137,14 @@ def replan_for(dataset: Dataset, workspace: Workspace, plans: Plans, network: st
     return plan_experiment(Fingerprint.load(fingerprint_file), plans.gpu_memory_gb, network=network)
 
 
-def ensure_plans(dataset: Dataset, workspace: Workspace, workers: int | None = None) -> Plans:
+def ensure_plans(
+    dataset: Dataset, workspace: Workspace, workers: int | None = None, progress: Progress | None = None
+) -> Plans:
     """The dataset's plans: read from ``plans.json``, or fingerprinted (where needed) and planned with defaults."""
     path = workspace.dataset(dataset.name).plans
     if path.is_file():
         return load_plans(path)
-    plans = plan_experiment(_fingerprint_of(dataset, workspace, workers))
+    plans = plan_experiment(_fingerprint_of(dataset, workspace, workers, progress))
     plans.save(path)
     log.info("plans with default settings (plan the dataset to choose others): %s", path)
     return plans
@@ -149,7 +156,7 @@ def preprocess(
     configurations: Sequence[str] | None = None,
     workers: int | None = None,
     force: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, PreprocessSummary]:
     """Check the dataset, plan it where not done yet, and preprocess each configuration.
 
@@ -159,14 +166,14 @@ def preprocess(
         configurations: configurations of the plans (None: every planned one).
         workers: processes.
         force: preprocess cases again even where their files exist.
-        progress: show progress bars.
+        progress: where to report progress (default: nowhere).
 
     Returns:
         Configuration -> what was preprocessed and what was already done.
     """
     ws = open_workspace(workspace)
     loaded = checked_dataset(dataset, ws, workers, progress)
-    plans = ensure_plans(loaded, ws, workers)
+    plans = ensure_plans(loaded, ws, workers, progress)
     return preprocess_planned(loaded, ws, plans, configurations or list(plans.configurations), workers, force, progress)
 
 
@@ -177,7 +184,7 @@ def preprocess_planned(
     configurations: Sequence[str],
     workers: int | None = None,
     force: bool = False,
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> dict[str, PreprocessSummary]:
     """Preprocess the configurations of ``plans`` (cases already done are skipped unless ``force``)."""
     summaries = {}

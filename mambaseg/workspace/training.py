@@ -6,7 +6,7 @@ Example::
 
     result = ms.train("Task04_Hippocampus", "my_workspace", "3d_fullres", fold="0",
                       overrides=["trainer=cpu_short", "trainer.num_epochs=2"])
-    print(result.validation["mean_dice"], result.fold.folder)
+    print(result.validation["foreground_mean"]["dice"], result.fold.folder)
 """
 
 from __future__ import annotations
@@ -17,15 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from mambaseg.data import Dataset
 from mambaseg.data.splits import load_or_create_splits
-from mambaseg.evaluation.dice import dice_per_class, mean_per_class
-from mambaseg.evaluation.summary import write_json
+from mambaseg.evaluation.summary import CasePair, evaluate_cases, write_summary
 from mambaseg.inference.predictor import Predictor
 from mambaseg.io import write_image
+from mambaseg.io.progress import Progress
 from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.preprocessing.case import PreprocessingSpec
@@ -90,10 +89,13 @@ def run_spec(
 
 
 def validate_fold(spec: RunSpec, model: torch.nn.Module, device: torch.device, step: float) -> dict[str, Any]:
-    """Predict the fold's validation cases in their original geometry, score Dice per class, write ``validation/``."""
-    plan, plans = spec.plan, spec.plans
+    """Predict the fold's validation cases in their original geometry and score them as ``evaluate`` does.
+
+    Writes the masks, ``summary.json`` (evaluate's schema: Dice, HD95 and surface Dice per case and label) and
+    ``metrics.csv`` into the fold's ``validation/`` folder; returns the summary.
+    """
+    plan, plans, dataset = spec.plan, spec.plans, spec.dataset
     files: FoldFiles = spec.files  # the workspace's files: run_spec made them
-    files.validation.mkdir(parents=True, exist_ok=True)
     model.eval()
     model.deep_supervision = False
     predictor = Predictor(
@@ -105,25 +107,34 @@ def validate_fold(spec: RunSpec, model: torch.nn.Module, device: torch.device, s
         mirror_axes=mirror_axes_for(plan),
         step=step,
     )
-    cases = {case.name: case for case in spec.dataset.cases}
-    labels = sorted(v for v in plans.labels.values() if isinstance(v, int) and v > 0)
-    per_case = {}
+    cases = {case.name: case for case in dataset.cases}
+    pairs = []
     for name in spec.val_cases:
         case = cases[name]
-        prediction = predictor.predict(case.load_images())
-        write_image(prediction.mask, files.validation_mask(name, spec.dataset.file_ending))
-        reference = case.load_label()
-        per_case[name] = dice_per_class(prediction.mask.array, np.rint(reference.array).astype(int), labels)
-    means = mean_per_class(list(per_case.values()))
-    names = {v: k for k, v in plans.labels.items() if isinstance(v, int)}
-    summary = {
-        "dice_per_class": {names[label]: value for label, value in means.items()},
-        "mean_dice": float(np.nanmean(list(means.values()))) if means else math.nan,
-        "cases": {name: {names[label]: v for label, v in scores.items()} for name, scores in per_case.items()},
-    }
-    write_json(files.validation_summary, summary)
-    log.info("validation of %s: mean Dice %.4f %s", files.folder, summary["mean_dice"], summary["dice_per_class"])
+        mask_file = files.validation_mask(name, dataset.file_ending)
+        write_image(predictor.predict(case.load_images()).mask, mask_file)
+        pairs.append(CasePair(name, mask_file, case.label_file))
+    names = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
+    summary = evaluate_cases(
+        pairs,
+        [value for value in names if value > 0 and value != dataset.ignore_label],
+        label_names=names,
+        ignore_label=dataset.ignore_label,
+        prediction=files.validation,
+        reference=dataset.root,
+    )
+    scores = files.validation_scores
+    write_summary(summary, scores.summary, scores.table)
+    log.info("validation of %s: mean Dice %s", files.folder, dice_line(summary))
     return summary
+
+
+def dice_line(summary: dict[str, Any]) -> str:
+    def cell(value: float | None) -> str:
+        return "-" if value is None or math.isnan(value) else f"{value:.4f}"
+
+    per_label = ", ".join(f"{summary['label_names'].get(k, k)} {cell(v['dice'])}" for k, v in summary["mean"].items())
+    return f"{cell(summary['foreground_mean']['dice'])} ({per_label})"
 
 
 def _validate_checkpoint(spec: RunSpec, config: dict, device: torch.device, checkpoint: str) -> dict[str, Any]:
@@ -149,7 +160,7 @@ def train(
     workers: int | None = None,
     validate_only: bool = False,
     validation_checkpoint: str = "final",
-    progress: bool = False,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train one fold of one configuration and network, then validate it; what is missing before is done first.
 
@@ -169,7 +180,7 @@ def train(
         workers: processes for the check and preprocessing.
         validate_only: only validate the fold again from ``validation_checkpoint``.
         validation_checkpoint: ``final``, ``best`` or ``latest`` (with ``validate_only``).
-        progress: show progress bars.
+        progress: where to report the check's and preprocessing's progress (default: nowhere).
     """
     ws = open_workspace(workspace)
     fold = str(fold)
@@ -177,9 +188,9 @@ def train(
     with distributed(device) as (torch_device, is_main):
         if deterministic:
             make_deterministic()
-        loaded = checked_dataset(dataset, ws, workers, progress and is_main)
+        loaded = checked_dataset(dataset, ws, workers, progress if is_main else None)
         if is_main:
-            plans = ensure_plans(loaded, ws, workers)
+            plans = ensure_plans(loaded, ws, workers, progress)
             preprocess_planned(loaded, ws, plans, [configuration], workers, progress=progress)
         barrier()
         spec = run_spec(loaded, ws, configuration, network, fold, workers)

@@ -47,7 +47,7 @@ def test_train_writes_a_complete_run_folder_and_refuses_to_overwrite_it(dataset,
     ):
         assert (run / name).is_file(), name
     summary = json.loads((run / "validation" / "summary.json").read_text())
-    assert set(summary["dice_per_class"]) == {"foreground"}
+    assert summary["label_names"] == {"1": "foreground"} and summary["metrics"] == ["dice", "hd95", "nsd"]
     assert len(summary["cases"]) == 1  # 5 cases, fold 0 validates one
     checkpoint = load_checkpoint(run / "checkpoint_final.pt")
     assert checkpoint.epoch == 2 and checkpoint.config["trainer"]["num_epochs"] == 2

@@ -1,10 +1,13 @@
+import io
 import json
 import shutil
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from mambaseg.data import check_dataset, load_dataset
+from mambaseg.io.progress import RichProgress
 from tests.data.synthetic import case_arrays, file_states, write_decathlon_dataset, write_nifti, write_nnunet_dataset
 
 LABELS = {"background": 0, "a": 1, "b": 3}
@@ -87,7 +90,7 @@ def test_every_problem_is_reported_at_once_with_its_file(faulty_nnunet):
 def test_process_pool_gives_the_same_report(faulty_nnunet):
     dataset = load_dataset(faulty_nnunet)
     in_process = check_dataset(dataset, max_workers=1)
-    pooled = check_dataset(dataset, max_workers=2, progress=True)
+    pooled = check_dataset(dataset, max_workers=2, progress=RichProgress(Console(file=io.StringIO())))
     assert pooled.problems == in_process.problems
 
 

@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -109,3 +111,14 @@ def test_folder_names(dataset_id, name, expected):
 def test_bad_folder_names(dataset_id, name):
     with pytest.raises(ValueError):
         nnunet_folder_name(dataset_id, name)
+
+
+def test_converted_folder_and_files_get_the_umask_modes(tmp_path):
+    root = write_nnunet_dataset(tmp_path / "Dataset002_Tiny", n_cases=2)
+    previous = os.umask(0o027)
+    try:
+        target = convert_to_nnunetv2(load_dataset(root), tmp_path / "raw", dataset_id=3)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o750
+    assert stat.S_IMODE((target / "dataset.json").stat().st_mode) == 0o640

@@ -15,6 +15,7 @@ from mambaseg.evaluation.summary import (
     write_summary,
 )
 from mambaseg.io import Image, read_image
+from mambaseg.workspace.layout import EvaluationFiles
 from tests.data.synthetic import write_nifti
 
 EYE = tuple(np.eye(3).ravel())
@@ -31,6 +32,11 @@ KEYS = {
     "foreground_mean",
     "unmatched_predictions",
 }
+
+
+def _files(folder):
+    files = EvaluationFiles.in_folder(folder)
+    return files.summary, files.table
 
 
 def _mask(value_box=None, shape=(6, 8, 8)) -> np.ndarray:
@@ -62,7 +68,8 @@ def test_validation_from_images_in_memory_gives_evaluates_schema_with_null_for_n
     pred, ref = folders
     pairs = [CasePair(name, read_image(pred / f"{name}.nii.gz"), ref / f"{name}.nii.gz") for name in ("a", "b")]
     summary = evaluate_cases(pairs, [1, 2, 3], label_names={1: "left", 2: "right", 3: "absent"}, metrics=["dice"])
-    json_path, _ = write_summary(summary, tmp_path / "validation")
+    json_path, _ = _files(tmp_path / "validation")
+    write_summary(summary, *_files(tmp_path / "validation"))
     written = _strict_json(json_path)
     assert set(written) == KEYS and written["schema_version"] == SCHEMA_VERSION == 2
     assert written["metrics"] == ["dice"] and written["label_names"] == {"1": "left", "2": "right", "3": "absent"}
@@ -79,8 +86,8 @@ def test_evaluate_and_validation_write_the_same_summary_for_the_same_masks(folde
     from_folders = evaluate_folders(pred, ref, [1, 2])
     pairs = [CasePair(name, read_image(pred / f"{name}.nii.gz"), ref / f"{name}.nii.gz") for name in ("a", "b")]
     from_images = evaluate_cases(pairs, [1, 2], prediction=pred, reference=ref)
-    write_summary(from_folders, tmp_path / "evaluate")
-    write_summary(from_images, tmp_path / "validate")
+    write_summary(from_folders, *_files(tmp_path / "evaluate"))
+    write_summary(from_images, *_files(tmp_path / "validate"))
     assert _strict_json(tmp_path / "evaluate" / "summary.json") == _strict_json(tmp_path / "validate" / "summary.json")
     assert from_folders["metrics"] == ["dice", "hd95", "nsd"]
 
@@ -88,7 +95,7 @@ def test_evaluate_and_validation_write_the_same_summary_for_the_same_masks(folde
 def test_a_failed_summary_write_keeps_the_previous_summary(folders, tmp_path, monkeypatch):
     pred, ref = folders
     out = tmp_path / "out"
-    write_summary(evaluate_folders(pred, ref, [1]), out)
+    write_summary(evaluate_folders(pred, ref, [1]), *_files(out))
     before = (out / "summary.json").read_bytes()
 
     def crash(src, dst):
@@ -96,7 +103,7 @@ def test_a_failed_summary_write_keeps_the_previous_summary(folders, tmp_path, mo
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="rename failed"):
-        write_summary(evaluate_folders(pred, ref, [1, 2]), out)
+        write_summary(evaluate_folders(pred, ref, [1, 2]), *_files(out))
     monkeypatch.undo()
     assert (out / "summary.json").read_bytes() == before
     assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []

@@ -6,9 +6,10 @@ import pytest
 
 from mambaseg.data.dataset import load_dataset
 from mambaseg.preprocessing.case import PreprocessingSpec
-from mambaseg.preprocessing.dataset import SPEC_FILE, preprocess_cases, preprocessed_dir
+from mambaseg.preprocessing.dataset import SPEC_FILE, preprocess_cases
 from mambaseg.preprocessing.normalization import ChannelNormalization
 from mambaseg.preprocessing.storage import case_files, load_case
+from mambaseg.workspace.layout import Workspace
 
 SPEC = PreprocessingSpec((2.0, 1.0, 1.0), (ChannelNormalization("zscore"),))
 NAMES = ("case_a", "case_b", "case_c")
@@ -43,7 +44,7 @@ def dataset(tmp_path):
 
 
 def test_writes_every_case_with_its_properties_and_locations(dataset, tmp_path):
-    folder = preprocessed_dir(tmp_path / "ws", dataset.name, "3d_fullres")
+    folder = Workspace(tmp_path / "ws").dataset(dataset.name).preprocessed("3d_fullres")
     summary = preprocess_cases(dataset, SPEC, folder, workers=0)
     assert summary.processed == NAMES and summary.skipped == ()
     assert json.loads((folder / SPEC_FILE).read_text())["target_spacing"] == [2.0, 1.0, 1.0]

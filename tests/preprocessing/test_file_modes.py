@@ -9,8 +9,9 @@ import pytest
 from mambaseg.io import Image, read_image, write_image
 from mambaseg.planning.plans import PLANS_FILE, load_plans
 from mambaseg.preprocessing import storage
-from mambaseg.preprocessing.dataset import SPEC_FILE, preprocess_cases, preprocessed_dir
+from mambaseg.preprocessing.dataset import SPEC_FILE, preprocess_cases
 from mambaseg.preprocessing.storage import case_files, load_case
+from mambaseg.workspace.layout import Workspace
 from tests.planning.test_plans import make_plans
 from tests.preprocessing.test_dataset import SPEC, dataset  # noqa: F401 (a fixture)
 
@@ -31,7 +32,7 @@ def _temporaries(folder) -> list[str]:
 
 
 def test_a_preprocessed_case_and_plans_json_get_the_umask_mode(dataset, tmp_path, umask_022):  # noqa: F811
-    folder = preprocessed_dir(tmp_path / "ws", dataset.name, "3d_fullres")
+    folder = Workspace(tmp_path / "ws").dataset(dataset.name).preprocessed("3d_fullres")
     preprocess_cases(dataset, SPEC, folder, workers=0)
     plans_path = tmp_path / "ws" / dataset.name / PLANS_FILE
     make_plans().save(plans_path)
@@ -46,7 +47,7 @@ def test_a_write_image_gets_the_umask_mode(tmp_path, umask_022):
 
 
 def test_a_failed_case_write_keeps_the_previous_files(dataset, tmp_path, monkeypatch):  # noqa: F811
-    folder = preprocessed_dir(tmp_path / "ws", dataset.name, "3d_fullres")
+    folder = Workspace(tmp_path / "ws").dataset(dataset.name).preprocessed("3d_fullres")
     preprocess_cases(dataset, SPEC, folder, workers=0)
     npz_path, json_path = case_files(folder, "case_a")
     before = npz_path.read_bytes(), json_path.read_bytes()

@@ -22,7 +22,6 @@ import numpy as np
 from scipy import ndimage
 
 KEEP_LARGEST_COMPONENT = "keep_largest_component"
-INSTRUCTIONS_FILE = "inference_instructions.json"
 ARGMAX_SLAB = 8  # image slices per argmax step
 SCHEMA_VERSION = 1
 

@@ -27,7 +27,6 @@ from mambaseg.io.progress import Progress, as_progress
 
 logger = logging.getLogger(__name__)
 
-FINGERPRINT_FILE = "fingerprint.json"
 FINGERPRINT_VERSION = 1
 SAMPLES_PER_CASE = 10_000
 

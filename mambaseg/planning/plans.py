@@ -15,7 +15,6 @@ from typing import Any
 
 from mambaseg.io.atomic import write_text_atomically
 
-PLANS_FILE = "plans.json"
 SCHEMA_VERSION = 1
 
 

@@ -255,8 +255,8 @@ class Pretraining:
     def _check_resumable(self, checkpoint: Checkpoint) -> None:
         if checkpoint.extra.get("network") != self.network or checkpoint.extra.get("classes") != self.classes:
             raise ValueError(
-                f"--continue: {checkpoint.path} pretrained {checkpoint.extra.get('network')!r} on other classes or "
-                f"another network than {self.network!r} on this folder"
+                f"continue_training: {checkpoint.path} pretrained {checkpoint.extra.get('network')!r} on other "
+                f"classes or another network than {self.network!r} on this folder"
             )
 
     def encoder_config(self) -> dict[str, Any]:

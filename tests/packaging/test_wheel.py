@@ -58,7 +58,14 @@ def _pypi_reachable() -> bool:
 
 def _run(command: list[str], cwd: Path) -> str:
     result = subprocess.run(
-        command, cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False
+        command,
+        cwd=cwd,
+        env=_environment(),
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=STEP_TIMEOUT_S,
+        check=False,
     )
     if result.returncode != 0:
         output = f"{result.stdout[-4000:]}{result.stderr[-4000:]}"
@@ -70,7 +77,14 @@ def _pip_install(python: Path, cwd: Path, *args: str) -> None:
     """``pip install ARGS`` into the venv; skips, outside CI, when neither PyPI nor the pip cache can serve it."""
     command = [str(python), "-m", "pip", "install", "--quiet", "--no-input", "--disable-pip-version-check", *args]
     result = subprocess.run(
-        command, cwd=cwd, env=_environment(), capture_output=True, text=True, timeout=STEP_TIMEOUT_S, check=False
+        command,
+        cwd=cwd,
+        env=_environment(),
+        capture_output=True,
+        encoding="utf-8",
+        errors="replace",
+        timeout=STEP_TIMEOUT_S,
+        check=False,
     )
     if result.returncode == 0:
         return

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mambaseg.io import Image, read_image, write_image
-from mambaseg.planning.plans import PLANS_FILE, load_plans
+from mambaseg.planning.plans import load_plans
 from mambaseg.preprocessing import storage
 from mambaseg.preprocessing.dataset import SPEC_FILE, preprocess_cases
 from mambaseg.preprocessing.storage import case_files, load_case
@@ -34,7 +34,7 @@ def _temporaries(folder) -> list[str]:
 def test_a_preprocessed_case_and_plans_json_get_the_umask_mode(dataset, tmp_path, umask_022):  # noqa: F811
     folder = Workspace(tmp_path / "ws").dataset(dataset.name).preprocessed("3d_fullres")
     preprocess_cases(dataset, SPEC, folder, workers=0)
-    plans_path = tmp_path / "ws" / dataset.name / PLANS_FILE
+    plans_path = Workspace(tmp_path / "ws").dataset(dataset.name).plans
     make_plans().save(plans_path)
     written = [*case_files(folder, "case_a"), folder / SPEC_FILE, plans_path]
     assert {path.name: _mode(path) for path in written} == {path.name: 0o644 for path in written}
@@ -65,7 +65,7 @@ def test_a_failed_case_write_keeps_the_previous_files(dataset, tmp_path, monkeyp
 
 
 def test_a_failed_plans_write_keeps_the_previous_plans(tmp_path, monkeypatch):
-    path = tmp_path / PLANS_FILE
+    path = tmp_path / "plans.json"
     plans = make_plans()
     plans.save(path)
     before = path.read_bytes()

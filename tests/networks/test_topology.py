@@ -1,6 +1,6 @@
 """nnU-Net's pooling rule; expected values derived by hand from nnU-Net's ``get_pool_and_conv_props``."""
 
-from mambaseg.planning.topology import pad_to_multiple, pooling_plan
+from mambaseg.networks.topology import pad_to_multiple, pooling_plan
 
 
 def test_isotropic_40_56_40():

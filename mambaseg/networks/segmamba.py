@@ -23,7 +23,9 @@ from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from monai.networks.layers.factories import Norm
 from torch import nn
 
+from mambaseg.networks.footprint import leaf_footprint
 from mambaseg.networks.registry import register
+from mambaseg.networks.topology import fixed_min_input_size, fixed_topology
 from mambaseg.networks.unet import check_spatial_size
 from mambaseg.nn.conv_blocks import Downsample
 from mambaseg.nn.factories import conv_type
@@ -86,7 +88,19 @@ class SegMambaEncoder(nn.Module):
         return outs
 
 
-@register("segmamba", tiny={"features_per_stage": (2, 4), "depths": 1, "hidden_size": 4})
+C_LEAF = 1.0
+"""Bytes per 4-byte leaf output element (``networks.footprint.leaf_footprint``), fitted to measured peaks of a
+narrow variant at 32^3-64^3 (0.92-1.03): coarse."""
+
+
+@register(
+    "segmamba",
+    topology=fixed_topology("segmamba"),
+    memory=leaf_footprint("segmamba", C_LEAF),
+    optimizer="sgd_poly",
+    min_input_size=fixed_min_input_size("segmamba"),
+    tiny={"features_per_stage": (2, 4), "depths": 1, "hidden_size": 4},
+)
 class SegMamba(nn.Module):
     """SegMamba: GSC + tri-orientated Mamba encoder with a UNETR-style decoder.
 

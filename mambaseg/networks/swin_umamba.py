@@ -15,16 +15,31 @@ import torch
 from monai.networks.blocks import UnetOutBlock, UnetrBasicBlock, UnetrUpBlock
 from torch import nn
 
+from mambaseg.networks.footprint import leaf_footprint
 from mambaseg.networks.registry import register
+from mambaseg.networks.topology import fixed_min_input_size, fixed_topology
 from mambaseg.networks.vmamba_encoder import VSSEncoder, check_input_size
 from mambaseg.nn.factories import conv_type, make_norm
 from mambaseg.nn.patches import PatchExpand, channels_first
 from mambaseg.nn.ss_nd import VSSStage, drop_path_rates, vss_init
 
 _TINY = {"dims": 4, "depths": (1, 1), "d_state": 4}
+C_LEAF = 0.9
+"""Bytes per 4-byte leaf output element of Swin-UMamba (``networks.footprint.leaf_footprint``), fitted to measured
+peaks of a narrow variant at 32^3-64^3 (0.88-0.93): coarse."""
+C_LEAF_D = 2.1
+"""The same for Swin-UMamba† (one measurement, 2.1): coarse."""
 
 
-@register("swin_umamba", tiny={**_TINY, "feature_size": 4})
+@register(
+    "swin_umamba",
+    topology=fixed_topology("swin_umamba"),
+    memory=leaf_footprint("swin_umamba", C_LEAF),
+    optimizer="adamw_swin_umamba",
+    min_input_size=fixed_min_input_size("swin_umamba"),
+    vss_encoder=True,
+    tiny={**_TINY, "feature_size": 4},
+)
 class SwinUMamba(nn.Module):
     """Swin-UMamba: stem, VSS encoder (patch 2), UNETR-style residual CNN decoder with deep supervision.
 
@@ -104,7 +119,15 @@ class SwinUMamba(nn.Module):
         return [head(level) for head, level in zip(self.out_layers, levels, strict=False)]
 
 
-@register("swin_umamba_d", tiny={**_TINY, "decoder_depth": 1})
+@register(
+    "swin_umamba_d",
+    topology=fixed_topology("swin_umamba_d"),
+    memory=leaf_footprint("swin_umamba_d", C_LEAF_D),
+    optimizer="adamw_swin_umamba",
+    min_input_size=fixed_min_input_size("swin_umamba_d"),
+    vss_encoder=True,
+    tiny={**_TINY, "decoder_depth": 1},
+)
 class SwinUMambaD(nn.Module):
     """Swin-UMamba†: VSS encoder (patch 4) and a VSS decoder (patch expanding, skip fusion, VSS blocks).
 

@@ -24,16 +24,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
 from torch import nn
 
-from mambaseg.networks.registry import register
+from mambaseg.networks.footprint import unet_footprint
+from mambaseg.networks.registry import TopologyChoice, register
+from mambaseg.networks.topology import unet_topology
 from mambaseg.networks.unet import (
+    C_CONV,
     IntOrSeq,
     ResidualEncoder,
     UNetDecoder,
+    any_input_size,
     check_spatial_size,
     infer_n_stages,
     resolve_topology,
@@ -43,6 +48,8 @@ from mambaseg.nn.mamba_layer import TokenMambaBlock
 
 VARIANTS = ("bot", "enc")
 TINY = {"n_stages": 3, "features_per_stage": (2, 4, 8), "n_blocks_per_stage": 1, "n_conv_per_stage_decoder": 1}
+C_MAMBA = 96.0
+"""Bytes per Mamba element (width x tokens of a Mamba layer), fitted jointly with ``unet.C_CONV``."""
 
 
 def umamba_blocks(n_stages: int) -> tuple[int, ...]:
@@ -173,13 +180,37 @@ class UMamba(nn.Module):
         return self.decoder(skips, self.deep_supervision)
 
 
-@register("umamba_bot", tiny=TINY)
+_bot_topology = unet_topology("umamba_bot", umamba_blocks, umamba_decoder_convs)
+_enc_topology = unet_topology("umamba_enc", umamba_blocks, umamba_decoder_convs)
+
+
+def _enc_topology_with_patch(spacing: Sequence[float], patch_size: Sequence[int]) -> TopologyChoice:
+    """U-Mamba Enc's rule: the U-Net rule, and the padded patch as ``patch_size`` (it decides the channel tokens)."""
+    choice = _enc_topology(spacing, patch_size)
+    return replace(choice, kwargs={**choice.kwargs, "patch_size": choice.patch_size})
+
+
+@register(
+    "umamba_bot",
+    topology=_bot_topology,
+    memory=unet_footprint("umamba_bot", "umamba", C_CONV, C_MAMBA),
+    optimizer="sgd_poly",
+    min_input_size=any_input_size,
+    tiny=TINY,
+)
 def umamba_bot(**kwargs: Any) -> UMamba:
     """U-Mamba Bot: a residual U-Net with a Mamba block at the bottleneck."""
     return UMamba(variant="bot", **kwargs)
 
 
-@register("umamba_enc", tiny=TINY)
+@register(
+    "umamba_enc",
+    topology=_enc_topology_with_patch,
+    memory=unet_footprint("umamba_enc", "umamba", C_CONV, C_MAMBA),
+    optimizer="sgd_poly",
+    min_input_size=any_input_size,
+    tiny=TINY,
+)
 def umamba_enc(**kwargs: Any) -> UMamba:
     """U-Mamba Enc: a residual U-Net with a Mamba block after every encoder stage."""
     return UMamba(variant="enc", **kwargs)

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mambaseg.networks.footprint import unet_footprint
 from mambaseg.networks.registry import register
+from mambaseg.networks.topology import unet_features, unet_topology
 from mambaseg.nn.conv_blocks import (
     ConvNormAct,
     StackedConvBlocks,
@@ -30,8 +32,12 @@ from mambaseg.nn.conv_blocks import (
 )
 from mambaseg.nn.factories import conv_type
 
-RESENC_BLOCKS = (1, 3, 4, 6, 6, 6)
+RESENC_BLOCKS = (1, 3, 4, 6)
 STYLES = ("nnunet", "umamba")
+C_CONV = 3.0
+"""Bytes per counted conv element (``networks.footprint.unet_elements``), fitted to the measured peak memory of
+forward + backward on the CPU (``planning.memory_probe``) of twelve unet_resenc and umamba_bot topologies from 4 to
+6 stages and 8 to 320 features at 32^3 to 64^3 voxels, jointly with ``umamba.C_MAMBA``: the worst error is 15%."""
 
 IntOrSeq = int | Sequence[int]
 
@@ -54,6 +60,16 @@ class Topology:
     def divisors(self) -> tuple[int, ...]:
         """Per axis, the number every input size must be a multiple of."""
         return tuple(math.prod(axis) for axis in zip(*self.strides, strict=True))
+
+
+def resenc_blocks(n_stages: int) -> tuple[int, ...]:
+    """ResEnc M's encoder blocks per stage: 1, 3, 4, then 6."""
+    return tuple(RESENC_BLOCKS[min(i, len(RESENC_BLOCKS) - 1)] for i in range(n_stages))
+
+
+def resenc_decoder_convs(n_stages: int) -> tuple[int, ...]:
+    """ResEnc's convs per decoder stage: one each."""
+    return (1,) * (n_stages - 1)
 
 
 def _per_stage(value: IntOrSeq, n_stages: int, what: str, network: str) -> tuple:
@@ -95,9 +111,8 @@ def resolve_topology(
     )
     if n < 2:
         raise ValueError(f"{network}: a U-Net needs at least 2 stages, got n_stages={n}")
-    cap = 320 if spatial_dims == 3 else 512
     features = _per_stage(
-        [min(32 * 2**i, cap) for i in range(n)] if features_per_stage is None else features_per_stage,
+        unet_features(n, spatial_dims) if features_per_stage is None else features_per_stage,
         n,
         "features_per_stage",
         network,
@@ -105,15 +120,13 @@ def resolve_topology(
     strides = _per_stage([1] + [2] * (n - 1) if strides is None else strides, n, "strides", network)
     kernels = _per_stage(3 if kernel_sizes is None else kernel_sizes, n, "kernel_sizes", network)
     blocks = _per_stage(
-        [RESENC_BLOCKS[min(i, len(RESENC_BLOCKS) - 1)] for i in range(n)]
-        if n_blocks_per_stage is None
-        else n_blocks_per_stage,
-        n,
-        "n_blocks_per_stage",
-        network,
+        resenc_blocks(n) if n_blocks_per_stage is None else n_blocks_per_stage, n, "n_blocks_per_stage", network
     )
     decoder = _per_stage(
-        1 if n_conv_per_stage_decoder is None else n_conv_per_stage_decoder, n - 1, "n_conv_per_stage_decoder", network
+        resenc_decoder_convs(n) if n_conv_per_stage_decoder is None else n_conv_per_stage_decoder,
+        n - 1,
+        "n_conv_per_stage_decoder",
+        network,
     )
     if min(features) < 1 or min(blocks) < 1 or min(decoder) < 1:
         raise ValueError(
@@ -263,8 +276,17 @@ class UNetDecoder(nn.Module):
         return outputs if deep_supervision else outputs[0]
 
 
+def any_input_size(spatial_dims: int) -> tuple[int, ...]:
+    """The minimum input of U-Net families: none beyond one voxel, since their topology rule adapts to the patch."""
+    return (1,) * spatial_dims
+
+
 @register(
     "unet_resenc",
+    topology=unet_topology("unet_resenc", resenc_blocks, resenc_decoder_convs),
+    memory=unet_footprint("unet_resenc", "nnunet", C_CONV),
+    optimizer="sgd_poly",
+    min_input_size=any_input_size,
     tiny={"n_stages": 3, "features_per_stage": (2, 4, 8), "n_blocks_per_stage": 1, "n_conv_per_stage_decoder": 1},
 )
 class ResEncUNet(nn.Module):

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mambaseg.networks.footprint import leaf_footprint
 from mambaseg.networks.registry import register
+from mambaseg.networks.topology import fixed_min_input_size, fixed_topology
 from mambaseg.networks.vmamba_encoder import VSSEncoder, check_input_size
 from mambaseg.nn.factories import conv_type
 from mambaseg.nn.patches import PatchExpand, channels_first
@@ -24,7 +26,20 @@ from mambaseg.nn.ss_nd import VSSStage, drop_path_rates, vss_init
 _BLOCK_KEY = re.compile(r"^layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
 
 
-@register("vmunet", tiny={"dims": 4, "depths": (1, 1), "decoder_depths": (1, 1), "d_state": 4})
+C_LEAF = 2.5
+"""Bytes per 4-byte leaf output element (``networks.footprint.leaf_footprint``), fitted to one measured peak of a
+narrow variant: coarse."""
+
+
+@register(
+    "vmunet",
+    topology=fixed_topology("vmunet"),
+    memory=leaf_footprint("vmunet", C_LEAF),
+    optimizer="adamw_vmunet",
+    min_input_size=fixed_min_input_size("vmunet"),
+    vss_encoder=True,
+    tiny={"dims": 4, "depths": (1, 1), "decoder_depths": (1, 1), "d_state": 4},
+)
 class VMUNet(nn.Module):
     """VM-UNet for 2D or 3D inputs.
 

@@ -1,7 +1,8 @@
 """The experiment planner: target spacing, configurations, normalisation, network topology, patch and batch size.
 
 It follows nnU-Net's default (ResEnc) planner, with its memory estimate replaced by the byte model
-of ``mambaseg.planning.memory`` and the network taken from the registry:
+of ``mambaseg.planning.memory`` and the network taken from the registry, whose entry gives the network's
+topology rule (kwargs, padded patch and divisors for a wanted patch), memory model and minimum input size:
 
 - target spacing: the median spacing; for anisotropic data (coarsest median spacing more than 3x
   the next and, along that axis, fewer than a third of the voxels of the others) the coarse axis
@@ -12,29 +13,28 @@ of ``mambaseg.planning.memory`` and the network taken from the registry:
   (the coarse axes first until within 2x of the others) until the patch covers a quarter, and the
   configuration is dropped when the median image did not shrink at least twofold.
 - patch: the initial patch has the aspect ratio of 1/spacing and the volume of 256^3 (2048^2 in
-  2D), clipped to the median shape and padded to the network's divisors; while batch size 2 does
-  not fit the budget, the axis largest relative to the median shape is cut by one divisor step.
+  2D), clipped to the median shape (but not below the network's minimum input size) and padded by the
+  network's topology rule; while batch size 2 does not fit the budget, the axis largest relative to the
+  median shape is cut by one divisor step.
 - batch: the most that fits the budget, capped so one batch covers at most 5% of the dataset's
   voxels, and at least 2.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from mambaseg.networks import create, list_networks
-from mambaseg.networks.umamba import umamba_blocks, umamba_decoder_convs
+from mambaseg.networks import list_networks, network_entry
+from mambaseg.networks.families import DEFAULT_NETWORK
+from mambaseg.networks.registry import TopologyChoice
 from mambaseg.planning.fingerprint import Fingerprint
-from mambaseg.planning.memory import UNET_FAMILIES, MemoryEstimate, estimate_memory
+from mambaseg.planning.memory import MemoryEstimate, estimate_memory
 from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
-from mambaseg.planning.topology import pad_to_multiple, pooling_plan
 
 logger = logging.getLogger(__name__)
 
@@ -43,10 +43,6 @@ LOWRES_THRESHOLD = 0.25
 LOWRES_SPACING_STEP = 1.03
 MAX_DATASET_COVERED = 0.05
 MIN_BATCH_SIZE = 2
-BASE_FEATURES = 32
-MAX_FEATURES = {2: 512, 3: 320}
-RESENC_BLOCKS = (1, 3, 4, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6)
-DEFAULT_NETWORK = {"2d": "umamba_bot", "3d_fullres": "umamba_bot", "3d_lowres": "umamba_bot"}
 GIB = 2**30
 
 
@@ -112,70 +108,32 @@ def initial_patch(spacing: Sequence[float], median_shape: Sequence[float]) -> li
     return [min(round(s), int(m)) for s, m in zip(scaled, median_shape, strict=True)]
 
 
-def unet_kwargs(network: str, spacing: Sequence[float], patch: Sequence[int]) -> tuple[dict[str, Any], list[int]]:
-    """Topology keyword arguments of a U-Net family network for this spacing and patch, and the padded patch."""
-    pooling = pooling_plan(spacing, patch)
-    n, dims = pooling.n_stages, len(spacing)
-    if n < 2:
-        raise PlanningError(
-            f"{network}: patch {list(patch)} at spacing {list(spacing)} cannot be pooled once; a U-Net needs two stages"
-        )
-    kwargs: dict[str, Any] = {
-        "n_stages": n,
-        "features_per_stage": [min(BASE_FEATURES * 2**i, MAX_FEATURES[dims]) for i in range(n)],
-        "strides": [list(s) for s in pooling.strides],
-        "kernel_sizes": [list(k) for k in pooling.kernel_sizes],
-    }
-    if network == "unet_resenc":
-        kwargs["n_blocks_per_stage"] = list(RESENC_BLOCKS[:n])
-        kwargs["n_conv_per_stage_decoder"] = [1] * (n - 1)
-    else:
-        kwargs["n_blocks_per_stage"] = list(umamba_blocks(n))
-        kwargs["n_conv_per_stage_decoder"] = list(umamba_decoder_convs(n))
-    patch = list(pooling.patch_size)
-    if network == "umamba_enc":
-        kwargs["patch_size"] = patch
-    return kwargs, patch
+def _candidate(network: str, spacing: Sequence[float], patch: Sequence[int]) -> TopologyChoice:
+    """The topology rule of ``network`` for a wanted patch, its ValueError as a PlanningError."""
+    try:
+        return network_entry(network).topology(spacing, patch)
+    except ValueError as err:
+        raise PlanningError(str(err)) from err
 
 
-@functools.lru_cache(maxsize=32)
-def fixed_divisor(network: str, spatial_dims: int) -> int:
-    """``input_size_divisor`` of a fixed-topology network built with its defaults."""
-    with torch.no_grad():
-        return int(create(network, spatial_dims, 1, 2).input_size_divisor)
+def _shrink(network: str, spacing: Sequence[float], median: Sequence[float], choice: TopologyChoice) -> TopologyChoice:
+    """One step down: the axis largest relative to the median shape loses one divisor step (nnU-Net's rule).
 
-
-def _candidate(
-    network: str, spacing: Sequence[float], patch: Sequence[int]
-) -> tuple[dict[str, Any], list[int], tuple[int, ...]]:
-    """Kwargs, padded patch and per-axis divisors of ``network`` for a wanted patch."""
-    if network in UNET_FAMILIES:
-        kwargs, padded = unet_kwargs(network, spacing, patch)
-        divisors = tuple(math.prod(axis) for axis in zip(*kwargs["strides"], strict=True))
-        return kwargs, padded, divisors
-    divisor = fixed_divisor(network, len(spacing))
-    divisors = (divisor,) * len(spacing)
-    return {}, list(pad_to_multiple([max(1, p) for p in patch], divisors)), divisors
-
-
-def _shrink(
-    network: str, spacing: Sequence[float], median: Sequence[float], patch: list[int], divisors: Sequence[int]
-) -> tuple[dict[str, Any], list[int], tuple[int, ...]]:
-    """One step down: the axis largest relative to the median shape loses one divisor step (nnU-Net's rule)."""
-    dims = len(patch)
+    The step is the divisor along that axis of the topology a patch one current divisor smaller gets (for a U-Net,
+    fewer pooling steps may fit it); no axis goes below the network's minimum input size.
+    """
+    patch, divisors = choice.patch_size, choice.divisors
+    minimum = network_entry(network).min_input_size(len(patch))
     ratios = [p / m for p, m in zip(patch, median, strict=True)]
-    shrinkable = [a for a in range(dims) if patch[a] > divisors[a]]
+    shrinkable = [a for a in range(len(patch)) if patch[a] - divisors[a] >= max(1, minimum[a])]
     if not shrinkable:
         raise PlanningError(f"{network}: patch {patch} cannot shrink further")
     top = max(ratios[a] for a in shrinkable)
     axis = max(a for a in shrinkable if ratios[a] == top)
+    trial = list(patch)
+    trial[axis] -= divisors[axis]
     smaller = list(patch)
-    if network in UNET_FAMILIES:
-        trial = list(patch)
-        trial[axis] -= divisors[axis]
-        smaller[axis] -= _candidate(network, spacing, trial)[2][axis]
-    else:
-        smaller[axis] -= divisors[axis]
+    smaller[axis] -= _candidate(network, spacing, trial).divisors[axis]
     return _candidate(network, spacing, smaller)
 
 
@@ -196,17 +154,20 @@ def plan_patch_and_batch(
     """
     dims = len(spacing)
     median = [float(m) for m in median_shape]
-    kwargs, patch, divisors = _candidate(network, spacing, initial_patch(spacing, median))
-    estimate = estimate_memory(network, dims, in_channels, num_classes, kwargs, patch)
+    minimum = network_entry(network).min_input_size(dims)
+    wanted = [max(p, m) for p, m in zip(initial_patch(spacing, median), minimum, strict=True)]
+    choice = _candidate(network, spacing, wanted)
+    estimate = estimate_memory(network, dims, in_channels, num_classes, choice.kwargs, choice.patch_size)
     while estimate.total_bytes(MIN_BATCH_SIZE) > budget_bytes:
         try:
-            kwargs, patch, divisors = _shrink(network, spacing, median, patch, divisors)
+            choice = _shrink(network, spacing, median, choice)
         except PlanningError as err:
             raise PlanningError(
                 f"{network}: no patch fits --gpu-memory {budget_bytes / GIB:.1f} GB with batch size {MIN_BATCH_SIZE}; "
-                f"the smallest tried, {patch}, needs {estimate.total_bytes(MIN_BATCH_SIZE) / GIB:.2f} GB"
+                f"the smallest tried, {choice.patch_size}, needs {estimate.total_bytes(MIN_BATCH_SIZE) / GIB:.2f} GB"
             ) from err
-        estimate = estimate_memory(network, dims, in_channels, num_classes, kwargs, patch)
+        estimate = estimate_memory(network, dims, in_channels, num_classes, choice.kwargs, choice.patch_size)
+    kwargs, patch = choice.kwargs, choice.patch_size
     covered = round(dataset_voxels * max_dataset_covered / math.prod(patch))
     batch = max(min(estimate.max_batch_size(budget_bytes), covered), MIN_BATCH_SIZE)
     return kwargs, patch, batch, estimate
@@ -273,7 +234,7 @@ def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, networ
     Args:
         fingerprint: the dataset fingerprint.
         gpu_memory_gb: the training memory budget in GiB.
-        network: a registry name for every configuration (default: ``DEFAULT_NETWORK``).
+        network: a registry name for every configuration (default: ``networks.families.DEFAULT_NETWORK``).
     """
     if network is not None and network not in list_networks():
         raise PlanningError(f"--network {network!r} is not registered; choose from {', '.join(list_networks())}")
@@ -290,17 +251,16 @@ def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, networ
     normalization = normalization_for(fingerprint)
     configurations: dict[str, ConfigurationPlan] = {}
     if len(spacing) == 3 and median[0] > 1:
-        name = network or DEFAULT_NETWORK["3d_fullres"]
+        name = network or DEFAULT_NETWORK
         fullres = _configuration(name, spacing_t, median, fingerprint, budget, dataset_voxels, normalization)
-        lowres_network = network or DEFAULT_NETWORK["3d_lowres"]
-        lowres = _lowres(fullres, lowres_network, fingerprint, budget, normalization)
+        lowres = _lowres(fullres, name, fingerprint, budget, normalization)
         if lowres is not None:
             lowres.next_stage = "3d_cascade_fullres"
             configurations["3d_lowres"] = lowres
         configurations["3d_fullres"] = fullres
     plane = slice(1, None) if len(spacing) == 3 else slice(None)
     configurations["2d"] = _configuration(
-        network or DEFAULT_NETWORK["2d"],
+        network or DEFAULT_NETWORK,
         spacing_t[plane],
         median[plane],
         fingerprint,

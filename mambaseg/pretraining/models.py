@@ -1,7 +1,7 @@
 """Classifiers to pretrain, by name, and the export of their encoder to ``encoder.pt``.
 
 A name is a VMamba preset (``vmamba_tiny``, ``vmamba_small``, as VMamba v0's ImageNet-1K configs) or a
-registered segmentation network with a VSS encoder (``swin_umamba``, ``swin_umamba_d``, ``vmunet``): its
+registered segmentation network whose registry entry has a VSS encoder (``NetworkEntry.vss_encoder``): its
 encoder settings, taken from the network's defaults (or its tiny test variant), with VMamba's stem
 (patch 4 from the image), under a ``VMambaClassifier`` head. Swin-UMamba's encoder embeds its 48 stem
 channels with patch 2, so that network skips the patch embedding when it loads, as it does for VMamba's files.
@@ -32,12 +32,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "vmamba_tiny": {"dims": 96, "depths": (2, 2, 9, 2), "d_state": 16, "drop_path_rate": 0.2},
     "vmamba_small": {"dims": 96, "depths": (2, 2, 27, 2), "d_state": 16, "drop_path_rate": 0.3},
 }
-_NETWORKS_WITH_ENCODER = ("swin_umamba", "swin_umamba_d", "vmunet")
 
 
 def list_pretrain_models() -> list[str]:
     """Names ``build_classifier`` accepts, sorted."""
-    return sorted([*_PRESETS, *(n for n in _NETWORKS_WITH_ENCODER if n in list_networks())])
+    return sorted([*_PRESETS, *(n for n in list_networks() if network_entry(n).vss_encoder)])
 
 
 def _network_settings(name: str, tiny: bool) -> dict[str, Any]:

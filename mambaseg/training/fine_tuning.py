@@ -9,8 +9,7 @@ from typing import Any
 
 import torch
 
-from mambaseg.networks import load_pretrained
-from mambaseg.networks.vmamba_encoder import VSSEncoder
+from mambaseg.networks import load_pretrained, network_entry
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,8 @@ def prepare_fine_tuning(
     """Load ``network.pretrained`` into the encoder; return the optimiser's ``param_groups`` and the freezing hook.
 
     Args:
-        model: the network, its VSS encoder under ``encoder``.
+        model: the network built by ``networks.create`` (its ``registry_name`` tells whether its entry has a VSS
+            encoder, under ``encoder``, that pretrained weights fit).
         network_cfg: ``pretrained`` (an ``encoder.pt`` or an official VMamba file, or None),
             ``freeze_encoder_epochs`` and ``encoder_lr_multiplier``.
         load: load the pretrained weights (off when a checkpoint will overwrite them).
@@ -40,7 +40,8 @@ def prepare_fine_tuning(
         raise ValueError(
             f"network.freeze_encoder_epochs / encoder_lr_multiplier: {type(model).__name__} has no encoder"
         )
-    if pretrained and not isinstance(getattr(model, "encoder", None), VSSEncoder):
+    name = getattr(model, "registry_name", None)
+    if pretrained and (name is None or not network_entry(name).vss_encoder):
         raise ValueError(f"network.pretrained: {type(model).__name__} has no VSS encoder to load it into")
     if pretrained and load:
         if not Path(pretrained).is_file():

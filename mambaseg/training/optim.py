@@ -1,12 +1,11 @@
 """Optimisers and learning-rate schedules, looked up by name and configured from the trainer config.
 
-Schedules step once per epoch: ``total_steps`` is the number of epochs. Each network family picks a preset
-(optimiser + schedule) through ``optimizer_by_network`` in ``configs/trainer/default.yaml``.
+Schedules step once per epoch: ``total_steps`` is the number of epochs. Each network's registry entry names its
+default preset (optimiser + schedule, defined in ``configs/trainer/default.yaml``); ``trainer.optimizer`` overrides it.
 """
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -16,6 +15,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.lr_scheduler import LRScheduler
+
+from mambaseg.networks import network_entry
 
 
 @dataclass(frozen=True)
@@ -192,21 +193,17 @@ def _plain(cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
 def optimizer_config_for(network_name: str, trainer_cfg: Mapping[str, Any] | DictConfig) -> dict[str, Any]:
     """The optimiser and schedule preset for a network, as a plain dict ``{"preset", "optimizer", "scheduler"}``.
 
-    ``trainer_cfg.optimizer`` (a preset name) wins when set; otherwise the first ``optimizer_by_network`` key
-    equal to, then matching as a glob, the network name picks the preset from ``trainer_cfg.optimizers``.
+    ``trainer_cfg.optimizer`` (a preset name) wins when set; otherwise the network's registry entry names it
+    (``NetworkEntry.optimizer``). The preset itself comes from ``trainer_cfg.optimizers``.
     """
     cfg = _plain(trainer_cfg)
-    presets, mapping = cfg.get("optimizers") or {}, cfg.get("optimizer_by_network") or {}
+    presets = cfg.get("optimizers") or {}
     preset = cfg.get("optimizer")
     if preset is None:
-        preset = mapping.get(network_name)
-    if preset is None:
-        preset = next((v for pattern, v in mapping.items() if fnmatch.fnmatchcase(network_name, pattern)), None)
-    if preset is None:
-        raise ValueError(
-            f"no optimizer preset for network {network_name!r}: add it to trainer.optimizer_by_network "
-            f"(patterns: {', '.join(mapping) or 'none'}) or set trainer.optimizer"
-        )
+        try:
+            preset = network_entry(network_name).optimizer
+        except ValueError as err:
+            raise ValueError(f"no optimizer preset for network {network_name!r}: {err}; set trainer.optimizer") from err
     if preset not in presets:
         raise ValueError(f"unknown optimizer preset {preset!r}; trainer.optimizers has: {', '.join(presets)}")
     chosen = presets[preset]

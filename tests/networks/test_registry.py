@@ -1,7 +1,8 @@
 import pytest
 import torch
 
-from mambaseg.networks import create, list_networks
+from mambaseg.networks import create, list_networks, network_entry
+from mambaseg.networks.registry import check_input_size
 
 
 def tiny_input(net: torch.nn.Module, spatial_dims: int) -> torch.Tensor:
@@ -40,3 +41,20 @@ def test_tiny_variant_is_finite_under_bf16_autocast(name, spatial_dims):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = net(x)
     assert torch.isfinite(out.float()).all()
+
+
+def test_every_entry_carries_its_family_knowledge():
+    presets = {name: network_entry(name).optimizer for name in list_networks()}
+    assert presets["unet_resenc"] == presets["umamba_bot"] == presets["segmamba"] == "sgd_poly"
+    assert presets["swin_umamba"] == presets["swin_umamba_d"] == "adamw_swin_umamba"
+    assert presets["vmunet"] == "adamw_vmunet"
+    assert {name for name in list_networks() if network_entry(name).vss_encoder} == {
+        "swin_umamba",
+        "swin_umamba_d",
+        "vmunet",
+    }
+    assert network_entry("unet_resenc").min_input_size(2) == (1, 1)
+    assert network_entry("vmunet").min_input_size(2) == (32, 32)
+    with pytest.raises(ValueError, match=r"vmunet: .* \(16, 64\) is smaller than its minimum input size \(32, 32\)"):
+        check_input_size("vmunet", (16, 64))
+    assert create("unet_resenc", 2, 1, 2, tiny=True).registry_name == "unet_resenc"

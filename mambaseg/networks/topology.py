@@ -1,6 +1,7 @@
-"""U-Net topology from spacing and patch size, by nnU-Net's pooling rule (``get_pool_and_conv_props``).
+"""Topology rules the families register: nnU-Net's pooling rule for U-Nets, and the rule of fixed-topology networks.
 
-All sequences are in array-axis order, the same order as the spacing given.
+U-Net topology from spacing and patch size follows nnU-Net's ``get_pool_and_conv_props``. All sequences
+are in array-axis order, the same order as the spacing given.
 
 The rule, step by step: an axis may be pooled while its current feature-map size is at least twice
 ``min_feature_map_size`` and its current spacing is less than twice the smallest current spacing
@@ -9,15 +10,28 @@ among such axes; a step where only one axis qualifies needs that axis to be at l
 the pooled axes. A stage's conv kernel is 3 along an axis once that axis's spacing has come within a
 factor 2 of the smallest spacing, else 1 (and stays 3 afterwards); the deepest stage always uses 3.
 The patch is then padded up to a multiple of 2^(pooling steps) per axis.
+
+A U-Net family's rule (``unet_topology``) makes one stage per pooling step, with features
+min(32 * 2^i, 320 in 3D or 512 in 2D) and the family's own blocks per encoder and decoder stage.
+A fixed-topology network keeps its default keyword arguments; its patch is padded to a multiple of the
+``input_size_divisor`` of the network built with them, along every axis.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mambaseg.networks.registry import TopologyChoice, TopologyRule, create
 
 MIN_FEATURE_MAP_SIZE = 4
+BASE_FEATURES = 32
+MAX_FEATURES = {2: 512, 3: 320}
 
 
 @dataclass(frozen=True)
@@ -85,3 +99,67 @@ def pooling_plan(
     kernels.append((3,) * dims)
     padded = pad_to_multiple([int(s) for s in patch_size], [2**n for n in n_pool])
     return PoolingPlan(strides=tuple(strides), kernel_sizes=tuple(kernels), patch_size=padded)
+
+
+@functools.lru_cache(maxsize=32)
+def default_divisor(network: str, spatial_dims: int) -> int:
+    """``input_size_divisor`` of ``network`` built with its default keyword arguments."""
+    with torch.no_grad():
+        return int(create(network, spatial_dims, 1, 2).input_size_divisor)
+
+
+def fixed_topology(network: str) -> TopologyRule:
+    """The rule of a fixed-topology network: default kwargs, the patch padded to its divisor along every axis."""
+
+    def rule(spacing: Sequence[float], patch_size: Sequence[int]) -> TopologyChoice:
+        divisors = (default_divisor(network, len(spacing)),) * len(spacing)
+        padded = pad_to_multiple([max(1, p) for p in patch_size], divisors)
+        return TopologyChoice({}, list(padded), divisors)
+
+    return rule
+
+
+def fixed_min_input_size(network: str) -> Callable[[int], tuple[int, ...]]:
+    """The minimum input of a fixed-topology network: its default divisor along every axis."""
+
+    def minimum(spatial_dims: int) -> tuple[int, ...]:
+        return (default_divisor(network, spatial_dims),) * spatial_dims
+
+    return minimum
+
+
+def unet_features(n_stages: int, spatial_dims: int) -> list[int]:
+    """nnU-Net's channels per stage: 32 * 2^i, capped at 320 in 3D and 512 in 2D."""
+    return [min(BASE_FEATURES * 2**i, MAX_FEATURES[spatial_dims]) for i in range(n_stages)]
+
+
+def unet_topology(
+    network: str, blocks: Callable[[int], Sequence[int]], decoder_convs: Callable[[int], Sequence[int]]
+) -> TopologyRule:
+    """The rule of a U-Net family: nnU-Net's pooling, features and the family's blocks per stage.
+
+    Args:
+        network: the name errors mention.
+        blocks: encoder blocks per stage, given the number of stages.
+        decoder_convs: convs (or blocks) per decoder stage, deepest first, given the number of stages.
+    """
+
+    def rule(spacing: Sequence[float], patch_size: Sequence[int]) -> TopologyChoice:
+        pooling = pooling_plan(spacing, patch_size)
+        n = pooling.n_stages
+        if n < 2:
+            raise ValueError(
+                f"{network}: patch {list(patch_size)} at spacing {list(spacing)} cannot be pooled once; "
+                "a U-Net needs two stages"
+            )
+        kwargs: dict[str, Any] = {
+            "n_stages": n,
+            "features_per_stage": unet_features(n, len(spacing)),
+            "strides": [list(s) for s in pooling.strides],
+            "kernel_sizes": [list(k) for k in pooling.kernel_sizes],
+            "n_blocks_per_stage": list(blocks(n)),
+            "n_conv_per_stage_decoder": list(decoder_convs(n)),
+        }
+        return TopologyChoice(kwargs, list(pooling.patch_size), pooling.divisors)
+
+    return rule

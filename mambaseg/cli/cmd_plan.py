@@ -9,6 +9,7 @@ from rich.console import Console
 from mambaseg.cli.display import show_error, show_plans, show_report
 from mambaseg.cli.main import add_dataset_argument, add_workspace_argument
 from mambaseg.io.progress import console_progress
+from mambaseg.networks.families import DEFAULT_NETWORK
 from mambaseg.workspace import DatasetCheckError, plan
 
 
@@ -17,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_workspace_argument(parser)
     parser.add_argument("--gpu-memory", type=float, default=8.0, help="training memory budget in GB (default: 8)")
     parser.add_argument(
-        "--network", default=None, help="registered network for every configuration (default: umamba_bot)"
+        "--network", default=None, help=f"registered network for every configuration (default: {DEFAULT_NETWORK})"
     )
     parser.add_argument("--workers", type=int, default=None, help="processes reading cases (default: CPUs, at most 8)")
 

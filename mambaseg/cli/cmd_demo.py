@@ -96,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     fold = run.fold(0)
     if not fold.checkpoints.final.is_file():
         train = ["train", *common, "-c", args.configuration, "-f", "0", "-n", network, "trainer=demo", "num_workers=0"]
+        if fold.checkpoints.latest.is_file():  # an interrupted demo resumes
+            train.append("--continue")
         _stage(console, "train", [*train, *args.overrides])
     else:
         console.print(Rule("train"))

@@ -21,6 +21,12 @@ from mambaseg.workspace import evaluate
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
 
 
+FLAGS = {
+    "tolerance_mm": "--tolerance-mm",
+    "ignore_label": "--ignore-label",
+}  # the API's parameter names in errors, as this command's options
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("prediction", type=Path, help="folder of predicted masks (or one mask file)")
     parser.add_argument("reference", type=Path, help="folder of reference masks matched by file name (or one file)")
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             args.workers,
         )
     except (ValueError, OSError) as error:  # EvaluationError and ImageReadError are ValueErrors
-        return show_error(console, error)
+        return show_error(console, error, FLAGS)
     for path in summary["unmatched_predictions"]:
         console.print(Text(f"warning: {path}: no reference, not evaluated", style="yellow"), soft_wrap=True)
     show_means(console, summary)

@@ -12,6 +12,8 @@ from mambaseg.io.progress import console_progress
 from mambaseg.networks.families import DEFAULT_NETWORK
 from mambaseg.workspace import DatasetCheckError, plan
 
+FLAGS = {"gpu_memory_gb": "--gpu-memory"}  # the API's parameter names in errors, as this command's options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_argument(parser)
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
         show_report(console, error.dataset, error.report)
         return 1
     except (ValueError, OSError) as error:  # PlanningError and DatasetError are ValueErrors
-        return show_error(console, error)
+        return show_error(console, error, FLAGS)
     show_plans(console, plans)
     console.print(f"plans: {args.workspace.dataset(plans.dataset_name).plans}", soft_wrap=True)
     return 0

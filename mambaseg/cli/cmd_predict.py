@@ -25,6 +25,14 @@ from mambaseg.io.progress import console_progress
 from mambaseg.workspace import predict
 from mambaseg.workspace.layout import CHECKPOINT_KINDS
 
+FLAGS = {
+    "step": "--step",
+    "num_parts": "--num-parts",
+    "part_id": "--part-id",
+    "save_probabilities": "--save-probabilities",
+    "dicom_seg": "--dicom-seg",
+}  # the API's parameter names in errors, as this command's options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="image file, folder of images, or DICOM series folder(s)")
@@ -84,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
             progress=console_progress(console),
         )
     except (ValueError, OSError) as error:
-        return show_error(console, error)
+        return show_error(console, error, FLAGS)
     part = f" (part {summary.part_id} of {summary.num_parts})" if summary.num_parts > 1 else ""
     skipped = f", {len(summary.skipped)} already there (--overwrite predicts them again)" if summary.skipped else ""
     console.print(f"{len(summary.predicted)} case(s) predicted{skipped}{part}: {output}", soft_wrap=True)

@@ -20,6 +20,11 @@ from mambaseg.pretraining import list_pretrain_models
 from mambaseg.workspace import pretrain
 from mambaseg.workspace.runtime import launch_torchrun
 
+FLAGS = {
+    "continue_training": "--continue",
+    "config_name": "--config",
+}  # the API's parameter names in errors, as this command's options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("image_folder", help="folder with train/CLASS/* and val/CLASS/* images")
@@ -51,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
             args.continue_training,
         )
     except (FileNotFoundError, ValueError) as error:  # CheckpointError is a ValueError
-        return show_error(console, error)
+        return show_error(console, error, FLAGS)
     if int(os.environ.get("RANK", 0)) == 0:
         console.print(f"pretraining finished: {files.encoder}", soft_wrap=True)
     return 0

@@ -21,6 +21,12 @@ from mambaseg.workspace.layout import CHECKPOINT_KINDS
 from mambaseg.workspace.runtime import launch_torchrun
 from mambaseg.workspace.training import dice_line
 
+FLAGS = {
+    "continue_training": "--continue",
+    "validation_checkpoint": "--val-checkpoint",
+    "gpu_memory_gb": "--gpu-memory",
+}  # the API's parameter names in errors, as this command's options
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_dataset_argument(parser)
@@ -66,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         show_report(console, error.dataset, error.report)
         return 1
     except (ValueError, OSError) as error:  # PlansError, PlanningError, CheckpointError; OSError: disk full
-        return show_error(console, error)
+        return show_error(console, error, FLAGS)
     if result.validation is not None:
         console.print(f"validation mean Dice {dice_line(result.validation)}", soft_wrap=True)
         if not args.val:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -12,9 +15,18 @@ from mambaseg.planning.plans import Plans
 _STYLES = {"error": "bold red", "warning": "yellow"}
 
 
-def show_error(console: Console, error: BaseException | str) -> int:
-    """``error: ...`` in red; the exit status 1."""
-    console.print(Text(f"error: {error}", style=_STYLES["error"]), soft_wrap=True)
+def show_error(console: Console, error: BaseException | str, flags: Mapping[str, str] | None = None) -> int:
+    """``error: ...`` in red, with the library's parameter names given as the command's ``flags``; exit status 1.
+
+    Args:
+        console: where to print.
+        error: the error (its message names the file and the parameter at fault).
+        flags: parameter name -> the command's option, e.g. ``{"continue_training": "--continue"}``.
+    """
+    message = str(error)
+    for parameter, flag in (flags or {}).items():
+        message = re.sub(rf"\b{re.escape(parameter)}\b", flag, message)
+    console.print(Text(f"error: {message}", style=_STYLES["error"]), soft_wrap=True)
     return 1
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mambaseg.inference.predictor import Predictor
-from mambaseg.planning.checkpoint import CheckpointError, load_checkpoint
+from mambaseg.planning.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans, PlansError, plans_from_dict
 from mambaseg.preprocessing.case import PreprocessingSpec
@@ -50,11 +50,15 @@ class TrainedRun:
         return {value: name for name, value in self.plans.labels.items() if isinstance(value, int)}
 
 
+def plan_from_dict(data: dict) -> ConfigurationPlan:
+    """A configuration plan from its JSON form (a fold's ``plan.json``, or a checkpoint's record of it)."""
+    normalization = [Normalization(n["scheme"], dict(n.get("params", {}))) for n in data["normalization"]]
+    return ConfigurationPlan(**{**data, "normalization": normalization})
+
+
 def _read_plan(path: Path) -> ConfigurationPlan:
     try:
-        data = json.loads(path.read_text())
-        normalization = [Normalization(n["scheme"], dict(n.get("params", {}))) for n in data["normalization"]]
-        return ConfigurationPlan(**{**data, "normalization": normalization})
+        return plan_from_dict(json.loads(path.read_text()))
     except OSError as err:
         raise RunError(f"{path}: cannot read the fold's plan: {err.strerror}") from err
     except (json.JSONDecodeError, KeyError, TypeError) as err:
@@ -91,12 +95,42 @@ def load_trained_run(run_dir: Path, configuration: str, folds: Sequence[tuple[Pa
     return TrainedRun(run_dir, configuration, plans, tuple(checkpoint for _, checkpoint in folds))
 
 
-def load_model(run: TrainedRun, checkpoint: Path, device: torch.device) -> nn.Module:
-    """The network of one fold with its weights, in eval mode on ``device``."""
+def check_identity(run: TrainedRun, checkpoint: Checkpoint) -> None:
+    """RunError unless ``checkpoint`` was trained on the run's dataset, configuration, plan and network.
+
+    The dataset-level plans (dataset, channels, labels, axes, normalisation) must equal the run's; a checkpoint
+    that records its run (configuration and the plan it trained) must record this run's.
+    """
+    if checkpoint.plans is None:
+        raise RunError(f"{checkpoint.path}: the checkpoint holds no plans, so it cannot be matched to {run.run_dir}")
     try:
-        state = load_checkpoint(checkpoint, map_location="cpu").model
+        saved = plans_from_dict(checkpoint.plans, source=str(checkpoint.path))
+    except PlansError as err:
+        raise RunError(str(err)) from err
+    if dataclasses.replace(saved, configurations={}) != dataclasses.replace(run.plans, configurations={}):
+        raise RunError(
+            f"{checkpoint.path}: trained on other plans (dataset {saved.dataset_name!r}) than the run "
+            f"{run.run_dir} (dataset {run.plans.dataset_name!r}); every fold of a run must come from one dataset"
+        )
+    record = checkpoint.extra.get("run")
+    if record is None:
+        return
+    if record.get("configuration") != run.configuration or plan_from_dict(record["plan"]) != run.plan:
+        raise RunError(
+            f"{checkpoint.path}: trained {record.get('configuration')!r} with network "
+            f"{record['plan'].get('network')!r}, not the run's {run.configuration!r} with {run.plan.network!r} "
+            "and its plan"
+        )
+
+
+def load_model(run: TrainedRun, checkpoint: Path, device: torch.device) -> nn.Module:
+    """The network of one fold with its weights, in eval mode on ``device``; the checkpoint must be the run's."""
+    try:
+        loaded = load_checkpoint(checkpoint, map_location="cpu")
     except CheckpointError as err:
         raise RunError(str(err)) from err
+    check_identity(run, loaded)
+    state = loaded.model
     model = build_network(run.plans, run.plan, deep_supervision=False)
     try:
         model.load_state_dict(state)

@@ -30,14 +30,21 @@ def resume_checkpoint(files: RunPaths, continue_training: bool) -> Path | None:
         continue_training: resume an interrupted (or finished) run.
 
     Raises:
-        ValueError: ``continue_training`` without a checkpoint, or a finished run (a final checkpoint exists)
-            without ``continue_training``.
+        ValueError: ``continue_training`` without a checkpoint; or, without ``continue_training``, a folder that
+            already holds a run, finished (a final checkpoint) or interrupted (any checkpoint or metrics):
+            starting over would overwrite it.
     """
     if not continue_training:
         if files.checkpoints.final.exists():
             raise ValueError(
                 f"{files.folder} already holds a finished run; continue it (continue_training), "
                 "or delete the folder to start over"
+            )
+        started = [p for p in (files.checkpoints.latest, files.checkpoints.best, files.logs.metrics) if p.exists()]
+        if started:
+            raise ValueError(
+                f"{files.folder} holds an interrupted run ({', '.join(p.name for p in started)}); resume it "
+                "(continue_training), or delete the folder to start over on purpose"
             )
         return None
     for path in (files.checkpoints.latest, files.checkpoints.final):

@@ -9,6 +9,7 @@ rank 0 writes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -31,6 +32,11 @@ from mambaseg.training.step import build_grad_scaler
 from mambaseg.training.trainer import CheckpointWriter, LoopSettings, Trainer
 
 log = logging.getLogger(__name__)
+
+
+def run_record(spec: RunSpec) -> dict[str, Any]:
+    """What a checkpoint records of its run, so that prediction can refuse a fold of another run."""
+    return {"configuration": spec.configuration, "fold": spec.fold, "plan": dataclasses.asdict(spec.plan)}
 
 
 def train_fold(
@@ -94,7 +100,15 @@ def train_fold(
     run_log = RunLog(spec.files.logs, plot=True) if is_main else None
     writer = (
         CheckpointWriter(
-            spec.files.checkpoints, model, optimizer, scheduler, grad_scaler, run_log, plans.to_dict(), dict(config)
+            spec.files.checkpoints,
+            model,
+            optimizer,
+            scheduler,
+            grad_scaler,
+            run_log,
+            plans.to_dict(),
+            dict(config),
+            lambda: {"run": run_record(spec)},
         )
         if is_main
         else None

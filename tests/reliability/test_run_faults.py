@@ -1,0 +1,67 @@
+"""Runs that must not be overwritten or mixed: an interrupted run started again, a fold of another model."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from mambaseg.cli.main import main
+from mambaseg.workspace import Workspace
+from tests.data.synthetic import file_states, write_nnunet_dataset
+
+TINY = ["-c", "3d_fullres", "-n", "unet_resenc", "trainer=cpu_short", "trainer.num_epochs=1"]
+TINY += ["trainer.iterations_per_epoch=2", "trainer.val_iterations=1", "trainer.checkpoint_every=1", "num_workers=0"]
+
+
+def _train(dataset, workspace, fold="0", *extra) -> int:
+    return main(["train", str(dataset), "--workspace", str(workspace), "-f", fold, "--workers", "1", *TINY, *extra])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A workspace with fold 0 of ``Synthetic`` and of ``Other`` trained (same shapes, other data)."""
+    root = tmp_path_factory.mktemp("runs")
+    first = write_nnunet_dataset(root / "Dataset001_A", n_cases=5, n_test=1, shape=(8, 12, 12), spacing=(1, 1, 1))
+    second = write_nnunet_dataset(
+        root / "Dataset002_B", n_cases=6, shape=(8, 12, 12), spacing=(1, 1, 1), name="Other", prefix="other"
+    )
+    for dataset in (first, second):
+        assert _train(dataset, root / "ws") == 0
+    return root / "ws", first
+
+
+@pytest.mark.slow
+def test_an_interrupted_run_is_not_started_over_without_continue(trained, tmp_path, capsys):
+    ws, dataset = trained
+    fold = Workspace(ws).dataset("Synthetic").run("3d_fullres", "unet_resenc").fold(0)
+    interrupted = tmp_path / "ws"
+    shutil.copytree(ws, interrupted)
+    copy = Workspace(interrupted).dataset("Synthetic").run("3d_fullres", "unet_resenc").fold(0)
+    copy.checkpoints.final.unlink()  # as if killed after the last periodic checkpoint
+    before = file_states(copy.folder)
+    capsys.readouterr()
+    assert _train(dataset, interrupted) == 1
+    error = capsys.readouterr().out
+    assert f"{copy.folder} holds an interrupted run" in error and "--continue" in error
+    assert "checkpoint_latest.pt" in error and "continue_training" not in error
+    assert file_states(copy.folder) == before  # checkpoints and metrics.csv untouched
+    assert _train(dataset, interrupted, "0", "--continue") == 0
+    assert copy.checkpoints.final.is_file() and fold.checkpoints.final.is_file()
+
+
+@pytest.mark.slow
+def test_a_fold_of_another_model_is_refused_naming_its_checkpoint(trained, tmp_path, capsys):
+    ws, dataset = trained
+    run = Workspace(ws).dataset("Synthetic").run("3d_fullres", "unet_resenc")
+    mixed = tmp_path / "mixed" / run.name
+    shutil.copytree(run.folder, mixed)
+    other = Workspace(ws).dataset("Other").run("3d_fullres", "unet_resenc").fold(0)
+    shutil.copytree(other.folder, mixed / "fold_1")  # same network and shapes: its weights would load
+    shutil.copy(run.fold(0).plan, mixed / "fold_1" / "plan.json")  # even with the run's own plan beside it
+    capsys.readouterr()
+    status = main(["predict", "-i", str(dataset / "imagesTs"), "-o", str(tmp_path / "out"), "-m", str(mixed)])
+    assert status == 1
+    error = capsys.readouterr().out
+    assert str(mixed / "fold_1" / "checkpoint_final.pt") in error and "dataset 'Other'" in error
+    assert not (tmp_path / "out").exists()

@@ -13,6 +13,7 @@ from mambaseg.workspace import DatasetCheckError, preprocess
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.usage = "%(prog)s DATASET [-c CONFIG [CONFIG ...]] [--workspace W] [--workers N] [--force]"
     add_dataset_argument(parser)
     add_workspace_argument(parser)
     parser.add_argument(

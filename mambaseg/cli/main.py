@@ -90,7 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         except LayoutError as error:
             Console().print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
             return 1
-    return args.run(args)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:  # partial files are removed by the atomic writers on the way out
+        Console().print(Text("interrupted", style="bold red"))
+        return 130
+    except Exception as error:  # an unforeseen failure: one line, the traceback with -v
+        if args.verbose:
+            raise
+        message = f"{type(error).__name__}: {' '.join(str(error).split())} (run with -v for the traceback)"
+        Console().print(Text(f"error: {message}", style="bold red"), soft_wrap=True)
+        return 1
 
 
 if __name__ == "__main__":

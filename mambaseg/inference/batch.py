@@ -134,6 +134,12 @@ def _write(
     task.advance()
 
 
+def _finished(path: Path) -> bool:
+    """An output counts as done when it is a non-empty file: outputs are written whole (atomically), so an empty
+    or odd one was put there by something else and is predicted again."""
+    return path.is_file() and path.stat().st_size > 0
+
+
 def _read(case: InputCase, run: RunInfo) -> list[Image]:
     images = load_case(case)
     check_channels(case, run.channel_names, images)
@@ -174,7 +180,7 @@ def _predict_cases(
     todo: list[tuple[InputCase, dict[str, Path]]] = []
     for case in cases:
         outputs = case_outputs(case, output_dir, options)
-        missing = outputs if options.overwrite else {k: p for k, p in outputs.items() if not p.exists()}
+        missing = outputs if options.overwrite else {k: p for k, p in outputs.items() if not _finished(p)}
         if missing:
             todo.append((case, missing))
         else:

@@ -45,6 +45,27 @@ def _triton_kernels() -> ModuleType:
     return triton_kernels
 
 
+def check_backend_environment(device: torch.device) -> None:
+    """ValueError naming ``MAMBASEG_SCAN_BACKEND`` when it asks for a backend that cannot run on ``device``.
+
+    Called before long work starts, so that a wrong setting fails at once rather than at the first scan.
+    """
+    backend = os.environ.get(BACKEND_ENV)
+    if not backend:
+        return
+    if backend not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV}={backend!r} is not a selective-scan backend; choose one of {BACKENDS}")
+    if backend in ("triton", "mamba_ssm") and device.type != "cuda":
+        raise ValueError(f"{BACKEND_ENV}={backend}: runs on CUDA tensors only, and the device is {device}")
+    if backend == "mamba_ssm":
+        try:
+            import mamba_ssm.ops.selective_scan_interface  # noqa: F401
+        except ImportError as err:
+            raise ValueError(
+                f"{BACKEND_ENV}=mamba_ssm: the mamba_ssm package (with its CUDA build) is not installed ({err})"
+            ) from err
+
+
 def resolve_backend(backend: str, device: torch.device) -> str:
     """Turn ``auto`` (or the environment override) into a concrete backend name for tensors on ``device``."""
     requested = backend

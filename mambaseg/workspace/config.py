@@ -47,16 +47,21 @@ def _compose(folder: Path, name: str, overrides: list[str]) -> dict:
             cfg = compose(name, overrides=list(overrides))
         return OmegaConf.to_container(cfg, resolve=True)
     except (HydraException, OmegaConfBaseException) as error:
-        raise ConfigError(f"{folder / name}.yaml with overrides {list(overrides)}: {error}") from error
+        message = " ".join(str(error).split())  # hydra's messages span lines
+        raise ConfigError(f"{folder / name}.yaml with overrides {list(overrides)}: {message}") from error
 
 
 def compose_train_config(overrides: list[str]) -> dict:
     """The resolved ``configs/train.yaml`` with ``key=value`` overrides (hydra syntax), as a plain dict.
 
     Raises:
-        ConfigError: an override names a key or group option that does not exist, or does not parse.
+        ConfigError: an override names a key or group option that does not exist, does not parse, gives a value
+            of another type than the key's default (``trainer.num_epochs=abc``), or a number outside its range.
     """
-    return _compose(config_dir(), TRAIN_CONFIG, overrides)
+    config = _compose(config_dir(), TRAIN_CONFIG, overrides)
+    _check_types(config, _compose(config_dir(), TRAIN_CONFIG, _group_choices(overrides)), "")
+    _check_ranges(config, TRAIN_RANGES)
+    return config
 
 
 def compose_pretrain_config(name: str, overrides: list[str]) -> dict:
@@ -65,4 +70,73 @@ def compose_pretrain_config(name: str, overrides: list[str]) -> dict:
     Raises:
         ConfigError: there is no such config, or an override does not apply to it.
     """
-    return _compose(config_dir() / PRETRAIN_GROUP, name, overrides)
+    folder = config_dir() / PRETRAIN_GROUP
+    config = _compose(folder, name, overrides)
+    _check_types(config, _compose(folder, name, _group_choices(overrides)), "")
+    _check_ranges(config, PRETRAIN_RANGES)
+    return config
+
+
+# the numbers that size work: (lowest, highest) allowed
+TRAIN_RANGES = {
+    "batch_size": (1, 4096),
+    "num_workers": (0, 64),
+    "oversample_foreground": (0.0, 1.0),
+    "validation.step": (0.1, 1.0),
+    "trainer.num_epochs": (1, 100_000),
+    "trainer.iterations_per_epoch": (1, 1_000_000),
+    "trainer.val_iterations": (0, 1_000_000),
+    "trainer.checkpoint_every": (1, 100_000),
+}
+PRETRAIN_RANGES = {
+    "epochs": (1, 100_000),
+    "batch_size": (1, 1_000_000),
+    "num_workers": (0, 256),
+    "checkpoint_every": (1, 100_000),
+    "data.image_size": (8, 4096),
+}
+
+
+def _group_choices(overrides: list[str]) -> list[str]:
+    """The overrides that choose a config group (``trainer=cpu_short``): the defaults to compare types with."""
+    return [item for item in overrides if "=" in item and "." not in item.split("=", 1)[0].lstrip("+~")]
+
+
+def _kind(value: object) -> str | None:
+    if isinstance(value, bool):
+        return "a boolean (true or false)"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    return None
+
+
+def _check_types(config: dict, defaults: dict, prefix: str) -> None:
+    """ConfigError for a value whose type differs from its default's (numbers and booleans; ints pass as floats)."""
+    for key, default in defaults.items():
+        if key not in config:
+            continue
+        value, name = config[key], f"{prefix}{key}"
+        if isinstance(default, dict) and isinstance(value, dict):
+            _check_types(value, default, f"{name}.")
+            continue
+        expected = _kind(default)
+        if expected is None or value is None:
+            continue
+        fits = _kind(value) == expected or (expected == "a number" and _kind(value) == "an integer")
+        if not fits:
+            raise ConfigError(f"{name}={value!r}: expected {expected}, like its default {default!r}")
+
+
+def _check_ranges(config: dict, ranges: dict[str, tuple[float, float]]) -> None:
+    for name, (low, high) in ranges.items():
+        value = config
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(f"{name}={value!r}: expected a number between {low} and {high}")
+        if not low <= value <= high:
+            raise ConfigError(f"{name}={value}: must be between {low} and {high}")

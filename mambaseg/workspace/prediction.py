@@ -38,6 +38,7 @@ from mambaseg.inference.inputs import InputCase, check_channels, check_output_fo
 from mambaseg.inference.postprocessing import InferenceInstructions
 from mambaseg.inference.runs import make_predictor
 from mambaseg.io.progress import Progress
+from mambaseg.ops.scan_dispatch import check_backend_environment
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, Workspace
 from mambaseg.workspace.models import find_instructed_runs, find_run
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
@@ -87,6 +88,20 @@ def find_best(
     instructions = rank_candidates(loaded, splits, runs, folds, ensembles, reference)
     write_json(files.instructions, instructions.to_dict())
     return instructions
+
+
+MIN_STEP = 0.1  # 10 windows per patch length and axis: 1000 times the windows of step 1 in 3-D
+
+
+def _check_writable(output: Path) -> None:
+    """ValueError naming ``output`` (or the folder that would hold it) when masks cannot be written there."""
+    existing = output
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"output {output}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output {output}: {existing} is not writable")
 
 
 def _parts(num_parts: int | None, part_id: int | None) -> tuple[int, int]:
@@ -171,11 +186,15 @@ def predict(
         series: only the DICOM series with this SeriesInstanceUID.
         progress: where to report each case done (default: nowhere).
     """
-    if not 0 < step <= 1:
-        raise ValueError(f"step {step}: must be in (0, 1]")
+    if not MIN_STEP <= step <= 1:
+        raise ValueError(f"step {step}: must be between {MIN_STEP} and 1 (a fraction of the patch)")
+    torch_device = resolve_device(device)
+    check_backend_environment(torch_device)
+    input, output = Path(input).expanduser(), Path(output).expanduser()
     ws = open_workspace(workspace) if dataset is not None else None
     parts, part = _parts(num_parts, part_id)
     check_output_folder(input, output)
+    _check_writable(output)
     cases = discover_cases(input, series)
     build_predictor, info = _model(ws, model, dataset, folds, checkpoint)
     for case in cases:
@@ -183,9 +202,9 @@ def predict(
     cases = select_part(cases, parts, part)
     if dicom_seg:
         _check_dicom_seg_sources(cases)
-    predictor = build_predictor(resolve_device(device), mirroring, step)
+    predictor = build_predictor(torch_device, mirroring, step)
     options = BatchOptions(save_probabilities, dicom_seg, overwrite)
-    summary = predict_cases(predictor, cases, Path(output), info, options, progress)
+    summary = predict_cases(predictor, cases, output, info, options, progress)
     summary.num_parts, summary.part_id = parts, part
     return summary
 
@@ -213,8 +232,10 @@ def evaluate(
     Returns:
         The summary, and the paths of the JSON and CSV files written.
     """
-    prediction = Path(prediction)
-    out = Path(output) if output is not None else (prediction if prediction.is_dir() else prediction.parent)
+    prediction, reference = Path(prediction).expanduser(), Path(reference).expanduser()
+    if output is None:
+        output = prediction if prediction.is_dir() else prediction.parent
+    out = Path(output).expanduser()
     summary = evaluate_folders(prediction, reference, labels, tolerance_mm, ignore_label, workers)
     files = EvaluationFiles.in_folder(out)
     write_summary(summary, files.summary, files.table)

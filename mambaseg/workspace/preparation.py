@@ -35,6 +35,16 @@ class DatasetCheckError(ValueError):
         self.report = report
 
 
+MAX_WORKERS_PER_CPU = 4
+
+
+def check_workers(workers: int | None) -> None:
+    """ValueError unless ``workers`` is None (one per CPU) or between 0 and a few per CPU."""
+    limit = MAX_WORKERS_PER_CPU * (os.cpu_count() or 1)
+    if workers is not None and not 0 <= workers <= limit:
+        raise ValueError(f"workers {workers}: must be between 0 and {limit} ({MAX_WORKERS_PER_CPU} per CPU)")
+
+
 def open_workspace(workspace: WorkspaceArg) -> Workspace:
     """A ``Workspace`` from a path (or the default when None)."""
     return workspace if isinstance(workspace, Workspace) else resolve_workspace(workspace)
@@ -62,6 +72,7 @@ def check(
         workers: processes reading cases (None: one per CPU; 0 or 1: this process).
         progress: where to report progress (default: nowhere).
     """
+    check_workers(workers)
     return check_dataset(open_dataset(dataset, workspace), max_workers=workers, progress=progress)
 
 
@@ -73,6 +84,7 @@ def checked_dataset(
     Raises:
         DatasetCheckError: with the check's report.
     """
+    check_workers(workers)
     loaded = open_dataset(dataset, workspace)
     report = check_dataset(loaded, max_workers=workers, progress=progress)
     if not report.ok:

@@ -12,6 +12,8 @@ from contextlib import contextmanager
 import torch
 import torch.distributed as dist
 
+from mambaseg.ops.scan_dispatch import check_backend_environment
+
 log = logging.getLogger(__name__)
 
 
@@ -50,6 +52,7 @@ def distributed(device_choice: str) -> Iterator[tuple[torch.device, bool]]:
     NCCL serves CUDA devices, gloo the CPU.
     """
     device = resolve_device(device_choice)
+    check_backend_environment(device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     joined = launched_by_torchrun() and not dist.is_initialized()

@@ -35,8 +35,10 @@ from mambaseg.workspace.layout import FOLD_ALL, FoldFiles, Workspace
 from mambaseg.workspace.preparation import (
     DatasetArg,
     WorkspaceArg,
+    check_workers,
     checked_dataset,
     ensure_plans,
+    open_dataset,
     open_workspace,
     preprocess_planned,
     replan_for,
@@ -44,6 +46,8 @@ from mambaseg.workspace.preparation import (
 from mambaseg.workspace.runtime import barrier, distributed, make_deterministic
 
 log = logging.getLogger(__name__)
+
+DEFAULT_FOLDS = 5  # as make_splits writes them
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,21 @@ def fold_cases(workspace: Workspace, dataset: Dataset, fold: str) -> tuple[list[
         raise ValueError(f"fold {fold!r} does not exist: {path} has folds 0-{len(splits) - 1}, or use 'all'")
     split = splits[int(fold)]
     return list(split["train"]), list(split["val"])
+
+
+def _check_fold(dataset: Dataset, workspace: Workspace, fold: str) -> None:
+    """ValueError for a fold that cannot exist, from ``dataset.json`` and ``splits.json`` alone."""
+    if fold == FOLD_ALL:
+        return
+    if not fold.isdigit():
+        raise ValueError(f"fold {fold!r}: a fold is a number of the cross-validation splits, or {FOLD_ALL!r}")
+    cases = len(dataset.cases)
+    if not workspace.dataset(dataset.name).splits.is_file() and cases < DEFAULT_FOLDS:
+        raise ValueError(
+            f"fold {fold}: {dataset.name} has {cases} training case(s), and {DEFAULT_FOLDS}-fold cross-validation "
+            f"needs at least {DEFAULT_FOLDS}; train on every case with fold {FOLD_ALL!r}"
+        )
+    fold_cases(workspace, dataset, fold)  # a fold beyond the splits is refused here
 
 
 def run_spec(
@@ -184,10 +203,12 @@ def train(
     """
     ws = open_workspace(workspace)
     fold = str(fold)
+    check_workers(workers)
     config = compose_train_config(list(overrides))
     with distributed(device) as (torch_device, is_main):
         if deterministic:
             make_deterministic()
+        _check_fold(open_dataset(dataset, ws), ws, fold)  # before the check and preprocessing of every case
         loaded = checked_dataset(dataset, ws, workers, progress if is_main else None)
         if is_main:
             plans = ensure_plans(loaded, ws, workers, progress)

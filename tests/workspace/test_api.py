@@ -56,7 +56,7 @@ def test_find_best_then_predict_from_python(trained, tmp_path):
 
 def test_stage_errors_name_the_parameter(tmp_path):
     dataset = write_nnunet_dataset(tmp_path / "Dataset001_Tiny", n_cases=2)
-    with pytest.raises(ValueError, match=r"step 2: must be in \(0, 1\]"):
+    with pytest.raises(ValueError, match=r"step 2: must be between 0.1 and 1"):
         ms.predict(dataset / "imagesTr", tmp_path / "out", model=tmp_path, step=2)
     with pytest.raises(ValueError, match="give one of model"):
         ms.predict(dataset / "imagesTr", tmp_path / "out")

@@ -1,0 +1,154 @@
+"""Every mistake ends in one `error: ...` line and exit 1 (130 after Ctrl-C), before the work where it can."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import mambaseg.preprocessing.dataset as preprocessing
+from mambaseg.cli.main import main
+from mambaseg.workspace import Workspace
+from tests.data.synthetic import write_nnunet_dataset
+from tests.reliability.helpers import temp_files
+
+TINY = ["-c", "3d_fullres", "-n", "unet_resenc", "trainer=cpu_short", "trainer.num_epochs=1"]
+TINY += ["trainer.iterations_per_epoch=2", "trainer.val_iterations=1", "num_workers=0"]
+
+
+def _error(capsys) -> str:
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out
+    return lines[0]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    return write_nnunet_dataset(tmp_path / "Dataset001_Tiny", n_cases=5, n_test=1, shape=(8, 12, 12), spacing=(1, 1, 1))
+
+
+def _train(dataset, workspace, *extra) -> int:
+    return main(["train", str(dataset), "--workspace", str(workspace), "--workers", "1", *TINY, *extra])
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("trainer.num_epoch=3", "trainer.num_epoch"),
+        ("trainer.num_epochs=abc", "trainer.num_epochs='abc': expected an integer"),
+        ("batch_size=0", "batch_size=0: must be between 1 and 4096"),
+        ("validation.step=1e-6", "validation.step=1e-06: must be between 0.1 and 1.0"),
+    ],
+)
+def test_bad_overrides_are_one_line_naming_the_key_and_nothing_is_done(dataset, tmp_path, capsys, override, named):
+    assert _train(dataset, tmp_path / "ws", override) == 1
+    assert named in _error(capsys)
+    assert not (tmp_path / "ws" / "Synthetic").exists()
+
+
+def test_a_device_or_scan_backend_that_cannot_run_fails_before_any_work(dataset, tmp_path, capsys, monkeypatch):
+    if not __import__("torch").cuda.is_available():
+        assert _train(dataset, tmp_path / "ws", "--device", "cuda") == 1
+        assert "device 'cuda': CUDA is not available on this machine" in _error(capsys)
+    monkeypatch.setenv("MAMBASEG_SCAN_BACKEND", "mamba_ssm")
+    assert _train(dataset, tmp_path / "ws", "--device", "cpu") == 1
+    assert "MAMBASEG_SCAN_BACKEND=mamba_ssm" in _error(capsys)
+    monkeypatch.setenv("MAMBASEG_SCAN_BACKEND", "fastest")
+    assert _train(dataset, tmp_path / "ws", "--device", "cpu") == 1
+    assert "MAMBASEG_SCAN_BACKEND='fastest' is not a selective-scan backend" in _error(capsys)
+    assert not (tmp_path / "ws" / "Synthetic").exists()
+
+
+def test_a_workspace_variable_pointing_at_a_file_is_one_line(dataset, tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("MAMBASEG_WORKSPACE", str(tmp_path / "file"))
+    assert main(["check", str(dataset)]) == 1
+    assert f"workspace {tmp_path / 'file'}: exists and is not a folder" in _error(capsys)
+
+
+def test_impossible_folds_fail_before_the_check_and_leave_no_fold_folder(dataset, tmp_path, capsys):
+    assert _train(dataset, tmp_path / "ws", "-f", "7") == 1
+    line = _error(capsys)
+    assert "fold '7' does not exist" in line and "or use 'all'" in line
+    files = Workspace(tmp_path / "ws").dataset("Synthetic")
+    assert not files.preprocessed("3d_fullres").exists() and not files.runs_folder.exists()
+    small = write_nnunet_dataset(tmp_path / "Dataset002_Two", n_cases=2, name="Two")
+    assert main(["train", str(small), "--workspace", str(tmp_path / "ws"), *TINY]) == 1
+    line = _error(capsys)
+    assert "has 2 training case(s)" in line and "with fold 'all'" in line
+
+
+def test_ctrl_c_during_preprocessing_exits_130_and_leaves_no_partial_file(dataset, tmp_path, capsys, monkeypatch):
+    real = preprocessing.preprocess_and_save
+    done = []
+
+    def interrupted_after_one(case, *args):
+        if done:
+            raise KeyboardInterrupt
+        done.append(real(case, *args))
+        return done[-1]
+
+    monkeypatch.setattr(preprocessing, "preprocess_and_save", interrupted_after_one)
+    assert main(["preprocess", str(dataset), "--workspace", str(tmp_path / "ws"), "--workers", "1"]) == 130
+    assert "interrupted" in capsys.readouterr().out
+    assert temp_files(tmp_path / "ws") == []
+
+
+def test_an_unforeseen_failure_is_one_line_and_its_traceback_is_behind_verbose(dataset, tmp_path, capsys, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk controller\nfell over")
+
+    monkeypatch.setattr(preprocessing, "preprocess_and_save", broken)
+    argv = ["preprocess", str(dataset), "--workspace", str(tmp_path / "ws"), "--workers", "1"]
+    assert main(argv) == 1
+    assert "RuntimeError: the disk controller fell over (run with -v for the traceback)" in _error(capsys)
+    with pytest.raises(RuntimeError):
+        main(["-v", *argv])
+
+
+def test_the_preprocess_usage_line_can_be_typed_as_shown(dataset, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["preprocess", "--help"])
+    assert "usage: mambaseg preprocess DATASET [-c CONFIG [CONFIG ...]]" in capsys.readouterr().out
+    assert main(["preprocess", str(dataset), "-c", "3d_fullres", "--workspace", str(tmp_path / "ws")]) == 0
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    dataset = write_nnunet_dataset(root / "Dataset001_Tiny", n_cases=5, n_test=1, shape=(8, 12, 12), spacing=(1, 1, 1))
+    assert _train(dataset, root / "ws") == 0
+    return Workspace(root / "ws").dataset("Synthetic").run("3d_fullres", "unet_resenc").folder, dataset / "imagesTs"
+
+
+def _predict(images: Path, out: str, run: Path) -> int:
+    return main(["predict", "-i", str(images), "-o", out, "-m", str(run), "--device", "cpu", "--no-mirroring"])
+
+
+@pytest.mark.slow
+def test_predict_refuses_an_unusable_output_before_loading_the_model(trained, tmp_path, capsys, monkeypatch):
+    run, images = trained
+    (tmp_path / "file").write_text("x")
+    assert _predict(images, str(tmp_path / "file" / "masks"), run) == 1
+    assert f"{tmp_path / 'file'} is not a folder" in _error(capsys)
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != locked and real_access(path, mode))
+    assert _predict(images, str(locked / "masks"), run) == 1
+    assert f"{locked} is not writable" in _error(capsys)
+    assert not (locked / "masks").exists()
+
+
+@pytest.mark.slow
+def test_predict_expands_home_and_redoes_an_empty_output(trained, tmp_path, capsys, monkeypatch):
+    run, images = trained
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _predict(images, "~/masks", run) == 0
+    mask = tmp_path / "home" / "masks" / "case_005.nii.gz"
+    assert mask.stat().st_size > 0 and not Path("~").exists()
+    mask.write_bytes(b"")  # a 0-byte file is not a finished mask
+    assert _predict(images, "~/masks", run) == 0
+    assert "1 case(s) predicted" in capsys.readouterr().out and mask.stat().st_size > 0

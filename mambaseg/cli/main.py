@@ -16,6 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+import numpy as np
 from rich.console import Console
 from rich.text import Text
 
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
         args.overrides = [*args.overrides, *extra]
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    np.set_printoptions(legacy="1.25")  # messages show numbers as 50.0, not np.float64(50.0)
     if hasattr(args, "workspace"):  # resolved once, here: a Workspace from here on
         try:
             args.workspace = resolve_workspace(args.workspace)

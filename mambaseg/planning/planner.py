@@ -163,7 +163,7 @@ def plan_patch_and_batch(
             choice = _shrink(network, spacing, median, choice)
         except PlanningError as err:
             raise PlanningError(
-                f"{network}: no patch fits --gpu-memory {budget_bytes / GIB:.1f} GB with batch size {MIN_BATCH_SIZE}; "
+                f"{network}: no patch fits gpu_memory_gb={budget_bytes / GIB:.3g} GB with batch size {MIN_BATCH_SIZE}; "
                 f"the smallest tried, {choice.patch_size}, needs {estimate.total_bytes(MIN_BATCH_SIZE) / GIB:.2f} GB"
             ) from err
         estimate = estimate_memory(network, dims, in_channels, num_classes, choice.kwargs, choice.patch_size)

@@ -117,5 +117,5 @@ def test_user_errors():
         plan_experiment(fp, 8, "nope")
     with pytest.raises(PlanningError, match="gpu_memory_gb must be positive, got 0"):
         plan_experiment(fp, 0)
-    with pytest.raises(PlanningError, match="no patch fits --gpu-memory 0.0 GB"):
+    with pytest.raises(PlanningError, match="no patch fits gpu_memory_gb=0.01 GB"):
         plan_experiment(fingerprint([(1, 1, 1)] * 2, [(100, 100, 100)] * 2), 0.01, "unet_resenc")

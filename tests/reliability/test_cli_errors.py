@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import mambaseg.preprocessing.dataset as preprocessing
@@ -106,6 +107,15 @@ def test_an_unforeseen_failure_is_one_line_and_its_traceback_is_behind_verbose(d
     assert "RuntimeError: the disk controller fell over (run with -v for the traceback)" in _error(capsys)
     with pytest.raises(RuntimeError):
         main(["-v", *argv])
+
+
+def test_numbers_in_messages_read_as_numbers(dataset, tmp_path, capsys, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise ValueError(f"spacing {np.float64(50.0)!r} and size {np.int64(3)!r}")
+
+    monkeypatch.setattr(preprocessing, "preprocess_and_save", refuse)
+    assert main(["preprocess", str(dataset), "--workspace", str(tmp_path / "ws"), "--workers", "1"]) == 1
+    assert _error(capsys).endswith("spacing 50.0 and size 3")
 
 
 def test_the_preprocess_usage_line_can_be_typed_as_shown(dataset, tmp_path, capsys):

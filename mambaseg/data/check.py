@@ -212,6 +212,9 @@ def _check_case(case: Case, declared: Iterable[int]) -> _CaseSummary:
     return summary
 
 
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def _check_images(case: Case, images: list[Image]) -> list[Problem]:
     problems = []
     for channel, image in enumerate(images):
@@ -221,6 +224,9 @@ def _check_images(case: Case, images: list[Image]) -> list[Problem]:
             bad = int(image.array.size - np.count_nonzero(np.isfinite(image.array)))
             if bad:
                 problems.append(Problem(file, f"{where}{bad} voxels are NaN or infinite"))
+            elif image.array.size and np.abs(image.array).max() > _FLOAT32_MAX:
+                low, high = float(image.array.min()), float(image.array.max())
+                problems.append(Problem(file, f"{where}values from {low:g} to {high:g} exceed the float32 range"))
         if channel > 0:
             for difference in geometry_differences(image, images[0]):
                 channel_0 = _channel_file(case, 0).name

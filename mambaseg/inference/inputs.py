@@ -6,7 +6,9 @@ An input is one of:
 * a folder of image files: when every name ends in a channel suffix ``_XXXX`` (nnU-Net's
   ``CASE_0000.nii.gz``) the files are grouped into cases by the part before it, else each file is a case;
 * a folder holding DICOM series: one case per series, named after the folder (several series in one
-  folder: after their SeriesInstanceUID);
+  folder: after their SeriesInstanceUID). Files in it that are not DICOM images (a ``preview.png``, a
+  DICOMDIR, a report) are ignored with a log line, and a localizer beside the main series is skipped with one,
+  so that neither renames nor replaces the series (``--series UID`` still picks a localizer);
 * a folder whose subfolders hold DICOM series: the same, per subfolder, named after the subfolder's
   path relative to the input.
 
@@ -15,6 +17,7 @@ Inputs are only read, never written.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections import defaultdict
@@ -27,9 +30,12 @@ from mambaseg.io import (
     Image,
     image_extension,
     list_dicom_series,
+    main_series,
     read_dicom_series,
     read_image_channels,
 )
+
+logger = logging.getLogger(__name__)
 
 _CHANNEL_SUFFIX = re.compile(r"^(?P<case>.+)_(?P<channel>\d{4})$")
 
@@ -87,12 +93,16 @@ def _file_cases(folder: Path, files: list[Path]) -> list[InputCase]:
 
 
 def _dicom_cases(folder: Path, name: str, series_uid: str | None) -> list[InputCase]:
-    found = [s.uid for s in list_dicom_series(folder)]
+    found = list_dicom_series(folder)
     if series_uid is not None:
-        found = [uid for uid in found if uid == series_uid]
-    if len(found) == 1:
-        return [InputCase(name, (folder,), "dicom", found[0])]
-    return [InputCase(uid, (folder,), "dicom", uid) for uid in found]
+        chosen = [s for s in found if s.uid == series_uid]
+    else:
+        chosen = main_series(found)
+        for skipped in sorted(set(found) - set(chosen)):
+            logger.warning("%s: localizer series %s (%d files) not predicted", folder, skipped.uid, skipped.n_files)
+    if len(chosen) == 1:
+        return [InputCase(name, (folder,), "dicom", chosen[0].uid)]
+    return [InputCase(s.uid, (folder,), "dicom", s.uid) for s in chosen]
 
 
 def discover_cases(path: str | Path, series_uid: str | None = None) -> list[InputCase]:
@@ -117,7 +127,7 @@ def discover_cases(path: str | Path, series_uid: str | None = None) -> list[Inpu
         except ValueError as err:
             raise InputError(str(err)) from err
     files = sorted(p for p in path.iterdir() if _is_image_file(p))
-    if files:
+    if files and not list_dicom_series(path):
         if series_uid is not None:
             raise InputError(f"{path}: holds image files, not DICOM series; series {series_uid!r} applies to DICOM")
         cases = _file_cases(path, files)

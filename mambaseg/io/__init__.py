@@ -1,6 +1,6 @@
 """Reading and writing images with their geometry. This layer never imports torch."""
 
-from mambaseg.io.dicom import DicomSeries, list_dicom_series, read_dicom_series
+from mambaseg.io.dicom import DicomSeries, list_dicom_series, main_series, read_dicom_series
 from mambaseg.io.errors import ImageReadError
 from mambaseg.io.files import SUPPORTED_EXTENSIONS, image_extension, read_image, read_image_channels, write_image
 from mambaseg.io.image import GEOMETRY_TOLERANCE, GeometryDifference, Image, geometry_differences
@@ -18,6 +18,7 @@ __all__ = [
     "geometry_differences",
     "image_extension",
     "list_dicom_series",
+    "main_series",
     "nifti_affine",
     "read_dicom_series",
     "read_image",

@@ -1,19 +1,34 @@
 """DICOM series: listing the series in a folder and reading one into an ``Image``.
 
-GDCM (through SimpleITK) groups files by SeriesInstanceUID and decodes the pixels, JPEG and JPEG 2000 included.
-The slice order and spacing are checked here from each file's ImagePositionPatient projected on the slice
-normal, so that a misordered, duplicated or missing slice is an error instead of a silently wrong volume.
+What a series folder may hold: every file directly in it is classified first (pydicom, headers only):
+
+* not DICOM (a ``preview.png``, a ``README``, a NIfTI file): ignored, with a log line naming it;
+* DICOM but not an image (a DICOMDIR, a structured report, a presentation state, a DICOM-SEG, an RT
+  structure set): ignored, with a log line naming it;
+* DICOM that cannot be whole (the DICOM magic or a ``.dcm`` name, but a header that does not parse, no pixel
+  data, or pixel data shorter than its size says): **corrupt**, an error naming the file when a series of
+  the folder is read;
+* an image: grouped by SeriesInstanceUID. A localizer (ImageType LOCALIZER, or a series of 1 to 3 slices
+  beside a larger one) is flagged, so that it never stands in for the main series; LOCALIZER images inside a
+  series of other images are set aside with a log line.
+
+GDCM (through SimpleITK) decodes the pixels, JPEG and JPEG 2000 included; a file it cannot decode is named as
+corrupt. The slice order and spacing are checked here from each file's ImagePositionPatient projected on the
+slice normal, so that a misordered, duplicated or missing slice is an error instead of a silently wrong volume.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 from mambaseg.io.errors import ImageReadError
@@ -32,19 +47,39 @@ _KEPT_TAGS = {
 }
 _GAP_FACTOR = 1.5
 _IRREGULAR_TOLERANCE = 0.01
+_SCOUT_SLICES = 3
+_MAGIC_OFFSET = 128
+_DEFER_BYTES = 4096
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+_PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_DICOM_ENDINGS = (".dcm", ".dicom", ".ima")
+_IMAGE_ENDINGS = (".nii", ".nii.gz", ".nrrd", ".mha", ".mhd", ".raw", ".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_NON_IMAGE_CLASSES = {
+    "1.2.840.10008.1.3.10": "a DICOMDIR (media directory)",
+    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state",
+    "1.2.840.10008.5.1.4.1.1.88.": "a structured report",
+    "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.66.": "a segmentation or registration object",
+    "1.2.840.10008.5.1.4.1.1.9.": "a waveform",
+    "1.2.840.10008.5.1.4.1.1.481.2": "an RT dose",
+    "1.2.840.10008.5.1.4.1.1.481.3": "an RT structure set",
+    "1.2.840.10008.5.1.4.1.1.481.5": "an RT plan",
+}
+"""SOP classes (a trailing dot: the classes under it) of DICOM files that are not images to segment."""
 
 
 class DicomSeries(NamedTuple):
-    """One series found in a folder."""
+    """One series found in a folder; ``localizer`` marks a scout (see ``list_dicom_series``)."""
 
     uid: str
     n_files: int
     description: str
+    localizer: bool = False
 
 
 @contextmanager
 def _quiet_itk() -> Iterator[None]:
-    """Silence ITK's stderr warnings (GDCM warns about every folder without series) for the block."""
+    """Silence ITK's stderr warnings for the block."""
     previous = sitk.ProcessObject.GetGlobalWarningDisplay()
     sitk.ProcessObject.SetGlobalWarningDisplay(False)
     try:
@@ -53,14 +88,136 @@ def _quiet_itk() -> Iterator[None]:
         sitk.ProcessObject.SetGlobalWarningDisplay(previous)
 
 
-def _series_ids(folder: Path) -> tuple[str, ...]:
-    with _quiet_itk():
-        return tuple(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+@dataclass
+class _Series:
+    files: list[str] = field(default_factory=list)
+    description: str = ""
+    localizer_files: list[str] = field(default_factory=list)
 
 
-def _series_files(folder: Path, uid: str) -> list[str]:
-    with _quiet_itk():
-        return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid))
+@dataclass
+class _FolderScan:
+    """What a folder holds: image series by SeriesInstanceUID, corrupt DICOM files, files set aside (with why)."""
+
+    series: dict[str, _Series] = field(default_factory=dict)
+    corrupt: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[tuple[str, str]] = field(default_factory=list)
+
+    def localizers(self) -> set[str]:
+        """Series that are scouts: ImageType LOCALIZER, or 1 to 3 slices beside a series of more."""
+        largest = max((len(s.files) for s in self.series.values()), default=0)
+        return {
+            uid
+            for uid, s in self.series.items()
+            if (s.localizer_files and len(s.localizer_files) == len(s.files))
+            or (len(s.files) <= _SCOUT_SLICES < largest)
+        }
+
+
+def _non_image_kind(sop_class: str) -> str | None:
+    for uid, kind in _NON_IMAGE_CLASSES.items():
+        if sop_class == uid or (uid.endswith(".") and sop_class.startswith(uid)):
+            return kind
+    return None
+
+
+def _has_magic(path: Path) -> bool:
+    with open(path, "rb") as stream:
+        stream.seek(_MAGIC_OFFSET)
+        return stream.read(4) == b"DICM"
+
+
+def _pixel_problem(dataset: pydicom.Dataset, path: Path) -> str | None:
+    """Why the pixel data of an image file cannot be whole (missing, shorter than its size says), or None."""
+    element = next((dataset.get_item(t) for t in _PIXEL_TAGS if t in dataset), None)
+    if element is None:
+        return f"no pixel data (the file ends at {path.stat().st_size} bytes)"
+    for key in ("Rows", "Columns"):
+        if not dataset.get(key):
+            return f"no {key}"
+    if isinstance(element, pydicom.DataElement):  # already read (small, or encapsulated)
+        if element.is_undefined_length:  # encapsulated (compressed): decoding finds a broken stream
+            return None
+        length, offset = len(element.value or b""), None
+    else:
+        length, offset = element.length, element.value_tell
+    if length == _UNDEFINED_LENGTH:
+        return None
+    size = path.stat().st_size
+    if offset is not None and offset + length > size:
+        return f"the pixel data is cut short: {size - offset} of {length} bytes"
+    frames = int(dataset.get("NumberOfFrames") or 1)
+    samples = int(dataset.get("SamplesPerPixel") or 1)
+    bits = int(dataset.get("BitsAllocated") or 8)
+    expected = int(dataset.Rows) * int(dataset.Columns) * frames * samples * bits // 8
+    if length < expected:
+        return f"the pixel data holds {length} bytes, {expected} expected for its size"
+    return None
+
+
+def _scan_file(path: Path, scan: _FolderScan) -> None:
+    name = str(path)
+    if path.name.lower().endswith(_IMAGE_ENDINGS):
+        scan.ignored.append((name, "not DICOM"))
+        return
+    magic = _has_magic(path)
+    looks_dicom = magic or path.name.lower().endswith(_DICOM_ENDINGS)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = pydicom.dcmread(path, defer_size=_DEFER_BYTES, force=not magic)
+    except Exception as err:  # noqa: BLE001 - pydicom raises many types for broken files
+        if looks_dicom:
+            scan.corrupt.append((name, f"cannot be parsed: {err}"))
+        else:
+            scan.ignored.append((name, "not DICOM"))
+        return
+    meta = getattr(dataset, "file_meta", None)
+    sop_class = str(dataset.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else "") or "")
+    if not sop_class:
+        if looks_dicom:
+            scan.corrupt.append((name, "no SOP class: the header is missing or cut short"))
+        else:
+            scan.ignored.append((name, "not DICOM"))
+        return
+    kind = _non_image_kind(sop_class)
+    if kind is None and str(dataset.get("Modality", "")).upper() == "SEG":
+        kind = "a segmentation object"
+    if kind is not None:
+        scan.ignored.append((name, f"DICOM but not an image: {kind}"))
+        return
+    problem = _pixel_problem(dataset, path)
+    if problem is not None:
+        scan.corrupt.append((name, problem))
+        return
+    uid = str(dataset.get("SeriesInstanceUID", "")).strip()  # anonymisers may empty it: one series ""
+    series = scan.series.setdefault(uid, _Series(description=str(dataset.get("SeriesDescription", "")).strip()))
+    series.files.append(name)
+    image_type = [str(v).upper() for v in (dataset.get("ImageType") or [])]
+    if "LOCALIZER" in image_type:
+        series.localizer_files.append(name)
+
+
+def _scan(folder: Path) -> _FolderScan:
+    """Classify every file directly in ``folder``; in a folder with DICOM, log the files set aside, naming them."""
+    scan = _FolderScan()
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            _scan_file(path, scan)
+    for series in scan.series.values():
+        if series.localizer_files and len(series.localizer_files) < len(series.files):
+            for file in series.localizer_files:
+                series.files.remove(file)
+                scan.ignored.append((file, "a localizer (ImageType LOCALIZER) in a series of other images"))
+    if scan.series or scan.corrupt:  # a folder of other files alone is no series folder: nothing to say
+        for file, why in scan.ignored:
+            logger.warning("%s: ignored: %s", file, why)
+    return scan
+
+
+def _corrupt_error(folder: Path, corrupt: list[tuple[str, str]]) -> ImageReadError:
+    listed = "; ".join(f"{file}: {why}" for file, why in corrupt)
+    return ImageReadError(f"{folder}: corrupt DICOM file(s): {listed}")
 
 
 def _header(file: str) -> sitk.ImageFileReader:
@@ -69,7 +226,7 @@ def _header(file: str) -> sitk.ImageFileReader:
     try:
         reader.ReadImageInformation()
     except RuntimeError as err:
-        raise ImageReadError(f"{file}: cannot read DICOM header: {err}") from err
+        raise ImageReadError(f"{file}: corrupt DICOM file: cannot read its header: {err}") from err
     return reader
 
 
@@ -96,29 +253,45 @@ def _check_folder(folder: Path) -> None:
 
 
 def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
-    """The DICOM series directly inside ``folder`` (not its subfolders), as (uid, n_files, description)."""
+    """The DICOM image series directly inside ``folder`` (not its subfolders), as (uid, n_files, description,
+    localizer); files that are not DICOM images are left out with a log line naming them."""
     folder = Path(folder)
     _check_folder(folder)
-    series = []
-    for uid in _series_ids(folder):
-        files = _series_files(folder, uid)
-        series.append(DicomSeries(uid, len(files), _tag(_header(files[0]), _DESCRIPTION)))
-    return series
+    scan = _scan(folder)
+    localizers = scan.localizers()
+    return [
+        DicomSeries(uid, len(s.files), s.description, uid in localizers) for uid, s in sorted(scan.series.items())
+    ]
 
 
-def _choose_series(folder: Path, series_uid: str | None) -> str:
-    uids = _series_ids(folder)
+def main_series(series: list[DicomSeries]) -> list[DicomSeries]:
+    """The series of a folder that are not localizers (all of them when every one is)."""
+    return [s for s in series if not s.localizer] or list(series)
+
+
+def _choose_series(folder: Path, scan: _FolderScan, series_uid: str | None) -> str:
+    if scan.corrupt:
+        raise _corrupt_error(folder, scan.corrupt)
+    uids = sorted(scan.series)
     if not uids:
-        holders = sorted(p.name for p in folder.iterdir() if p.is_dir() and _series_ids(p))
+        holders = sorted(p.name for p in folder.iterdir() if p.is_dir() and _has_dicom_files(p))
         hint = f"; its subfolders {holders} hold series" if holders else ""
-        raise ImageReadError(f"{folder}: no DICOM files found in this folder{hint}")
+        raise ImageReadError(f"{folder}: no DICOM image files found in this folder{hint}")
     if series_uid is not None:
         if series_uid not in uids:
-            raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid!r}; found {list(uids)}")
+            raise ValueError(f"{folder}: no series with SeriesInstanceUID {series_uid!r}; found {uids}")
         return series_uid
-    if len(uids) > 1:
-        raise ValueError(f"{folder}: holds {len(uids)} DICOM series {list(uids)}; pass series_uid to choose one")
-    return uids[0]
+    localizers = scan.localizers()
+    main = [uid for uid in uids if uid not in localizers] or uids
+    if len(main) > 1:
+        raise ValueError(f"{folder}: holds {len(main)} DICOM series {main}; pass series_uid to choose one")
+    for uid in sorted(set(uids) - set(main)):
+        logger.warning("%s: localizer series %s (%d files) skipped", folder, uid, len(scan.series[uid].files))
+    return main[0]
+
+
+def _has_dicom_files(folder: Path) -> bool:
+    return any(p.is_file() and _has_magic(p) for p in folder.iterdir())
 
 
 def _sorted_slices(folder: Path, files: list[str]) -> list[str]:
@@ -163,14 +336,20 @@ def _sorted_slices(folder: Path, files: list[str]) -> list[str]:
 def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Image:
     """Read one DICOM series from a folder into a 3-D image (rescale slope and intercept applied).
 
+    Files that are not DICOM images are ignored with a log line; a localizer beside the main series is skipped.
+
     Args:
         folder: the folder holding the series' files (subfolders are not searched).
-        series_uid: the SeriesInstanceUID to read; required when the folder holds several series.
+        series_uid: the SeriesInstanceUID to read; required when the folder holds several main series.
+
+    Raises:
+        ImageReadError: a corrupt DICOM file in the folder (named), or a series that is not one regular volume.
     """
     folder = Path(folder)
     _check_folder(folder)
-    uid = _choose_series(folder, series_uid)
-    files = _series_files(folder, uid)
+    scan = _scan(folder)
+    uid = _choose_series(folder, scan, series_uid)
+    files = scan.series[uid].files
     if len(files) > 1:
         files = _sorted_slices(folder, files)
     reader = sitk.ImageSeriesReader()
@@ -179,6 +358,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
         with _quiet_itk():
             itk_image = reader.Execute()
     except RuntimeError as err:
+        _name_undecodable(files)
         raise ImageReadError(f"{folder}: cannot read DICOM series {uid!r}: {err}") from err
     first = _header(files[0])
     metadata = {name: _tag(first, key) for key, name in _KEPT_TAGS.items()}
@@ -187,3 +367,13 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
     if len(images) != 1:
         raise ImageReadError(f"{folder}: series {uid!r} has {len(images)} components per pixel (colour); not supported")
     return images[0]
+
+
+def _name_undecodable(files: list[str]) -> None:
+    """Raise naming the first file whose pixels GDCM cannot decode (after the series as a whole failed)."""
+    for file in files:
+        try:
+            with _quiet_itk():
+                sitk.ReadImage(file)
+        except RuntimeError as err:
+            raise ImageReadError(f"{file}: corrupt DICOM file: its pixels cannot be decoded: {err}") from err

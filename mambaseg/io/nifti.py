@@ -4,27 +4,45 @@ nibabel maps voxel (i, j, k) to RAS millimetres with a 4x4 affine; ITK uses LPS,
 affine change sign. Which of the header's two transforms is used follows ITK's NIfTI reader: the sform when it is
 a rotation times a scale and either is coded "scanner" (1), is the only one coded, or agrees with the qform; the
 qform otherwise. As in ITK, spacing comes from ``pixdim`` and direction from the normalised affine columns.
+
+Every geometry field is honoured or refused, naming the file:
+
+* ``pixdim`` of a spatial axis that is zero, negative or not finite is an error (nibabel would turn 0 into 1 and
+  -2 into 2, and only print so, naming no file);
+* sform and qform both coded but disagreeing by more than ``GEOMETRY_TOLERANCE`` (in mm and cosines): a warning
+  naming the file, both origins and the transform used (the ITK choice above);
+* whatever else nibabel's header check would fix is logged as a warning naming the file; nibabel's own printing
+  is silenced.
+
+The header's claimed array size is checked against the file before any voxel is read (``mambaseg.io.limits``).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 from nibabel.filebasedimages import ImageFileError
+from nibabel.openers import ImageOpener
 from nibabel.spatialimages import HeaderDataError
 
 from mambaseg.io.errors import ImageReadError
-from mambaseg.io.image import Image
+from mambaseg.io.image import GEOMETRY_TOLERANCE, Image
+from mambaseg.io.limits import check_claimed_size
 
 logger = logging.getLogger(__name__)
 
 _LPS_FROM_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 _SCANNER = 1
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, ImageFileError, HeaderDataError)
+_NIBABEL_LOGGER = logging.getLogger("nibabel.global")
+_NIBABEL_LOCK = threading.Lock()
 
 
 def _sform_is_rigid(sform: np.ndarray, pixdim: np.ndarray, path: Path) -> bool:
@@ -40,12 +58,26 @@ def _sform_is_rigid(sform: np.ndarray, pixdim: np.ndarray, path: Path) -> bool:
     return bool(np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4))
 
 
-def _forms_agree(sform: np.ndarray, qform: np.ndarray) -> bool:
+def _forms_agree(sform: np.ndarray, qform: np.ndarray, tol: float = 1e-4) -> bool:
     s_norms, q_norms = np.linalg.norm(sform[:3, :3], axis=0), np.linalg.norm(qform[:3, :3], axis=0)
     return (
-        np.allclose(s_norms, q_norms, atol=1e-4)
-        and np.allclose(sform[:3, :3] / s_norms, qform[:3, :3] / q_norms, atol=1e-4)
-        and np.allclose(sform[:3, 3], qform[:3, 3], atol=1e-4)
+        np.allclose(s_norms, q_norms, atol=tol)
+        and np.allclose(sform[:3, :3] / s_norms, qform[:3, :3] / q_norms, atol=tol)
+        and np.allclose(sform[:3, 3], qform[:3, 3], atol=tol)
+    )
+
+
+def _warn_if_forms_disagree(sform: np.ndarray, qform: np.ndarray, used: str, path: Path) -> None:
+    if _forms_agree(sform, qform, GEOMETRY_TOLERANCE):
+        return
+    origin_s = tuple(round(float(v), 3) for v in _LPS_FROM_RAS[:3, :3] @ sform[:3, 3])
+    origin_q = tuple(round(float(v), 3) for v in _LPS_FROM_RAS[:3, :3] @ qform[:3, 3])
+    logger.warning(
+        "%s: the sform and the qform disagree (origin %s vs %s mm, or direction or scale); using the %s, as ITK does",
+        path,
+        origin_s,
+        origin_q,
+        used,
     )
 
 
@@ -57,8 +89,12 @@ def _chosen_affine(header: nib.Nifti1Header, path: Path) -> np.ndarray | None:
         return None
     if s_code and _sform_is_rigid(sform, np.asarray(header["pixdim"][1:4], dtype=float), path):
         if not q_code or s_code == _SCANNER or _forms_agree(sform, qform):
+            if q_code:
+                _warn_if_forms_disagree(sform, qform, f"sform (code {int(s_code)})", path)
             return sform
     if q_code:
+        if s_code:
+            _warn_if_forms_disagree(sform, qform, f"qform (code {int(q_code)})", path)
         return qform
     raise ImageReadError(f"{path}: cannot read image: the sform is not a rotation times a scale and no qform is set")
 
@@ -78,12 +114,48 @@ def _geometry(header: nib.Nifti1Header, ndim: int, path: Path) -> _Geometry:
     return spacing, tuple(lps[:ndim, 3].tolist()), tuple(direction.ravel().tolist())
 
 
+@contextmanager
+def _nibabel_quiet() -> Iterator[None]:
+    """Stop nibabel printing its header fixes (naming no file) for the block; ``_check_header`` logs them."""
+    with _NIBABEL_LOCK:
+        level = _NIBABEL_LOGGER.level
+        _NIBABEL_LOGGER.setLevel(logging.CRITICAL)
+        try:
+            yield
+        finally:
+            _NIBABEL_LOGGER.setLevel(level)
+
+
+def _check_header(path: Path, header: nib.Nifti1Header) -> None:
+    """Refuse bad spacing and a claimed size the file cannot hold; log what nibabel would fix silently."""
+    raw_bytes = header.binaryblock
+    with ImageOpener(path) as stream:
+        raw = type(header).from_fileobj(stream, check=False)
+    shape = raw.get_data_shape()
+    spatial = min(max(len(shape), 1), 3)
+    pixdim = np.asarray(raw["pixdim"][1 : spatial + 1], dtype=float)
+    bad = [f"pixdim[{i + 1}] = {value:g}" for i, value in enumerate(pixdim) if not np.isfinite(value) or value <= 0]
+    if bad:
+        raise ImageReadError(
+            f"{path}: cannot read image: voxel spacing must be a positive finite number of mm: {', '.join(bad)}"
+        )
+    compressed = path.name.lower().endswith(".gz")
+    size = path.stat().st_size
+    stored = size if compressed else size - int(raw.get_data_offset())
+    check_claimed_size(path, shape, raw.get_data_dtype().itemsize, stored, compressed)
+    problems = type(header).diagnose_binaryblock(raw.binaryblock)
+    if problems and raw_bytes != raw.binaryblock:
+        logger.warning("%s: nibabel fixed the header: %s", path, " ".join(problems.split()))
+
+
 def _load(path: Path) -> tuple[np.ndarray, nib.Nifti1Header]:
     """Voxels in nibabel order (x, y, z[, c]), scaled by ``scl_slope``/``scl_inter`` as ITK does."""
     try:
-        nii = nib.load(path)
+        with _nibabel_quiet():
+            nii = nib.load(path)
         if not isinstance(nii, nib.Nifti1Image | nib.Nifti2Image):
             raise ImageReadError(f"{path}: cannot read image: nibabel reads it as {type(nii).__name__}, not NIfTI")
+        _check_header(path, nii.header)
         data = np.asanyarray(nii.dataobj)
     except _READ_ERRORS as err:
         if isinstance(err, ImageReadError):

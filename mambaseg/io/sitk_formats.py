@@ -9,6 +9,7 @@ import SimpleITK as sitk
 
 from mambaseg.io.errors import ImageReadError
 from mambaseg.io.image import Image
+from mambaseg.io.limits import check_claimed_size
 
 PLANAR_EXTENSIONS = (".png", ".tif", ".tiff")
 _COMPRESSED = (".nrrd", ".mha", ".mhd")
@@ -36,8 +37,41 @@ def to_sitk(image: Image) -> sitk.Image:
     return itk_image
 
 
+def _stored_bytes(path: Path) -> int:
+    """The file's size, plus its data files for a MetaImage header (``.mhd``: ``ElementDataFile = x.raw``)."""
+    size = path.stat().st_size
+    if path.suffix.lower() == ".mhd":
+        for line in path.read_text(errors="replace").splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "ElementDataFile" and value.strip() not in ("", "LOCAL", "LIST"):
+                data = path.parent / value.strip()
+                size += data.stat().st_size if data.is_file() else 0
+    return size
+
+
+def _check_header(path: Path) -> None:
+    """Compare the size the header claims with the file before SimpleITK allocates it (``mambaseg.io.limits``).
+
+    Whether the voxels are compressed is not known here, so the compression bound applies to every format.
+    """
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as err:
+        raise ImageReadError(f"{path}: cannot read image: {_reason(err)}") from err
+    components = reader.GetNumberOfComponents()
+    itemsize = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
+    shape = (*reversed(reader.GetSize()), *((components,) if components > 1 else ()))
+    check_claimed_size(path, shape, itemsize, _stored_bytes(path), compressed=True)
+
+
 def read_sitk_channels(path: Path) -> list[Image]:
-    """Read a file with SimpleITK; a multi-component file (RGB PNG, vector NRRD) gives one image per component."""
+    """Read a file with SimpleITK; a multi-component file (RGB PNG, vector NRRD) gives one image per component.
+
+    The header is read first, and a claimed size the file cannot hold is refused before anything is allocated.
+    """
+    _check_header(path)
     try:
         itk_image = sitk.ReadImage(str(path))
     except RuntimeError as err:

@@ -11,6 +11,11 @@ into the input geometry:
 3. normalise each channel (``ChannelNormalization``);
 4. resample to the target spacing (``shape_after_crop`` -> ``shape_after_resampling``).
 
+Non-finite values, one policy for training and prediction (both come through ``preprocess_case``):
+NaN or Inf in an input image is an error naming the file and the count (as ``mambaseg check`` reports it);
+finite values whose normalisation overflows float32 are an error naming the file and the value range; and
+preprocessed data is never written with a NaN or Inf in it (an error naming the case).
+
 ``restore_to_original`` undoes 4, 2 and 1: it resamples back to ``shape_after_crop``, pastes the result
 into an array of ``shape_before_crop`` that is background elsewhere, and transposes back.
 """
@@ -158,6 +163,30 @@ def stack_channels(images: Sequence[Image]) -> np.ndarray:
     return np.stack([image.array for image in images])
 
 
+def check_finite(images: Sequence[Image]) -> None:
+    """Raise ValueError naming the file and the count when an image holds NaN or infinite voxels."""
+    for channel, image in enumerate(images):
+        if np.issubdtype(image.array.dtype, np.inexact):
+            bad = int(image.array.size - np.count_nonzero(np.isfinite(image.array)))
+            if bad:
+                raise ValueError(f"{image.source or f'channel {channel}'}: {bad} voxels are NaN or infinite")
+
+
+def _normalized(
+    images: Sequence[Image], data: np.ndarray, spec: PreprocessingSpec, mask: np.ndarray | None, ratio: float
+) -> np.ndarray:
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow is checked for below, naming the file
+        normalized = normalize(data, spec.normalization, mask, ratio)
+    for channel, (image, values) in enumerate(zip(images, normalized, strict=True)):
+        if not np.isfinite(values).all():
+            raw = data[channel]
+            raise ValueError(
+                f"{image.source or f'channel {channel}'}: values from {float(raw.min()):g} to {float(raw.max()):g} "
+                f"overflow float32 in {spec.normalization[channel].scheme} normalisation"
+            )
+    return normalized
+
+
 def preprocess_case(
     images: Sequence[Image], label: Image | None, spec: PreprocessingSpec
 ) -> tuple[np.ndarray, np.ndarray, CaseProperties]:
@@ -168,11 +197,17 @@ def preprocess_case(
         label: The label map in the same geometry, or None (inference).
         spec: Target spacing and normalisation.
 
+    Raises:
+        ValueError: NaN or Inf in an image or the label, or values whose normalisation overflows (see above).
+
     Returns:
-        ``data`` ``(c, z, y, x)`` float32; ``seg`` ``(1, z, y, x)`` int16, -1 for background outside the
+        ``data`` ``(c, z, y, x)`` float32, always finite; ``seg`` ``(1, z, y, x)`` int16, -1 for background outside the
         nonzero mask (and everywhere outside it when there is no label); the properties.
     """
     reference = images[0]
+    check_finite(images)
+    if label is not None:
+        check_finite([label])
     data = stack_channels(images)
     seg = None
     if label is not None:
@@ -188,12 +223,15 @@ def preprocess_case(
     cropped = crop_to_nonzero(data, seg)
     shape_after_crop = cropped.data.shape[1:]
     crop_ratio = float(np.prod(shape_after_crop) / np.prod(data.shape[1:]))
-    normalized = normalize(cropped.data, spec.normalization, cropped.mask, crop_ratio)
+    normalized = _normalized(images, cropped.data, spec, cropped.mask, crop_ratio)
     spacing = tuple(reference.array_spacing[axis] for axis in order)
     target = spec.spacing_for(spacing)
     new_shape = compute_new_shape(shape_after_crop, spacing, target)
     out_data = resample_image(normalized, spacing, target, new_shape)
     out_seg = resample_labels(cropped.seg, spacing, target, new_shape)
+    if not np.isfinite(out_data).all():
+        bad = int(out_data.size - np.count_nonzero(np.isfinite(out_data)))
+        raise ValueError(f"{reference.source or 'case'}: preprocessing produced {bad} NaN or infinite values")
     properties = CaseProperties(
         spacing=tuple(float(s) for s in reference.spacing),
         origin=tuple(float(o) for o in reference.origin),

@@ -108,12 +108,14 @@ def normalize_channel(
         out /= max(spec.std, _EPS)
     elif spec.scheme == "zscore":
         use_mask = spec.use_mask if spec.use_mask is not None else crop_ratio < MASK_SIZE_RATIO
-        if use_mask and mask is not None:
+        if use_mask and mask is not None:  # statistics in float64: float32 sums overflow on huge values
             values = out[mask]
-            out[mask] = (values - values.mean()) / max(float(values.std()), _EPS)
+            mean, std = values.mean(dtype=np.float64), values.std(dtype=np.float64)
+            out[mask] = ((values - mean) / max(float(std), _EPS)).astype(np.float32)
         else:
-            out -= out.mean()
-            out /= max(float(out.std()), _EPS)
+            mean, std = out.mean(dtype=np.float64), out.std(dtype=np.float64)
+            out -= np.float32(mean)
+            out /= np.float32(max(float(std), _EPS))
     elif spec.scheme == "rescale_0_1":
         out -= out.min()
         out /= max(float(out.max()), _EPS)

@@ -53,9 +53,17 @@ def _ds(values) -> str:
 
 
 def write_dicom_series(
-    image: Image, folder: Path, series_uid: str, shuffle_seed: int | None = 0, prefix: str = ""
+    image: Image,
+    folder: Path,
+    series_uid: str,
+    shuffle_seed: int | None = 0,
+    prefix: str = "",
+    extra_tags: dict[str, str] | None = None,
 ) -> list[Path]:
     """Write ``image`` as one DICOM file per slice, named in an order unrelated to the slice order.
+
+    Args:
+        extra_tags: more DICOM tags (``"gggg|eeee"``) for every file, e.g. ImageType ``0008|0008``.
 
     Returns the files in slice order.
     """
@@ -83,6 +91,7 @@ def write_dicom_series(
             "0020|0032": _ds(volume.TransformIndexToPhysicalPoint((0, 0, k))),
             "0020|0037": orientation,
             "0018|0050": _ds([image.spacing[2]]),
+            **(extra_tags or {}),
         }
         for key, value in tags.items():
             slice_k.SetMetaData(key, value)

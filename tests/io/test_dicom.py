@@ -94,7 +94,7 @@ def test_folder_without_dicom(tmp_path):
     (tmp_path / "notes.txt").write_text("no images here")
     write_dicom_series(make_image(DIRECTIONS_3D["identity"]), tmp_path / "series1", UID_A)
     assert list_dicom_series(tmp_path) == []
-    with pytest.raises(ImageReadError, match=r"no DICOM files.*series1"):
+    with pytest.raises(ImageReadError, match=r"no DICOM image files.*series1"):
         read_image(tmp_path)
     with pytest.raises(NotADirectoryError, match="notes.txt"):
         read_dicom_series(tmp_path / "notes.txt")

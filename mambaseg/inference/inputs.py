@@ -71,10 +71,14 @@ def _is_image_file(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(SUPPORTED_EXTENSIONS) and not path.name.startswith(".")
 
 
-def _file_cases(folder: Path, files: list[Path]) -> list[InputCase]:
+def _file_cases(folder: Path, files: list[Path], n_channels: int | None) -> list[InputCase]:
+    """Cases of a folder of image files: grouped by nnU-Net's channel names ``CASE_XXXX`` when they are the
+    model's channels ``_0000`` to ``_{n_channels - 1}``. For a single-channel model, names ending in four digits
+    none of which is ``_0000`` (``patient_0001``, ``patient_0002``) are case names, one case per file."""
     matches = [_CHANNEL_SUFFIX.match(_stem(f)) for f in files]
+    singles = [InputCase(_stem(f), (f,), "files") for f in files]
     if not all(matches):
-        return [InputCase(_stem(f), (f,), "files") for f in files]
+        return singles
     groups: dict[str, dict[int, Path]] = defaultdict(dict)
     for file, match in zip(files, matches, strict=True):
         channel = int(match["channel"])
@@ -82,14 +86,21 @@ def _file_cases(folder: Path, files: list[Path]) -> list[InputCase]:
             other = groups[match["case"]][channel]
             raise InputError(f"{folder}: case {match['case']!r} has channel {channel} twice: {other.name}, {file.name}")
         groups[match["case"]][channel] = file
-    cases = []
-    for name, channels in groups.items():
-        if sorted(channels) != list(range(len(channels))):
-            raise InputError(
-                f"{folder}: case {name!r} has channels {sorted(channels)}; expected _0000 to _{len(channels) - 1:04d}"
-            )
-        cases.append(InputCase(name, tuple(channels[c] for c in sorted(channels)), "files", grouped=True))
-    return cases
+    expected = None if n_channels is None else list(range(n_channels))
+    odd = {name: sorted(ch) for name, ch in groups.items() if sorted(ch) != (expected or list(range(len(ch))))}
+    if odd and n_channels == 1 and all(0 not in channels for channels in odd.values()):
+        return singles  # patient_0001, patient_0002: case numbers (channel names always start at _0000)
+    if odd:
+        name, channels = next(iter(odd.items()))
+        wanted = f"_0000 to _{(n_channels or len(channels)) - 1:04d}"
+        raise InputError(
+            f"{folder}: case {name!r} has channels {channels}; expected {wanted}"
+            + (f" for a model of {n_channels} channels" if n_channels else "")
+        )
+    return [
+        InputCase(name, tuple(channels[c] for c in sorted(channels)), "files", grouped=True)
+        for name, channels in groups.items()
+    ]
 
 
 def _dicom_cases(folder: Path, name: str, series_uid: str | None) -> list[InputCase]:
@@ -105,12 +116,14 @@ def _dicom_cases(folder: Path, name: str, series_uid: str | None) -> list[InputC
     return [InputCase(s.uid, (folder,), "dicom", s.uid) for s in chosen]
 
 
-def discover_cases(path: str | Path, series_uid: str | None = None) -> list[InputCase]:
+def discover_cases(path: str | Path, series_uid: str | None = None, n_channels: int | None = None) -> list[InputCase]:
     """The cases in ``path`` (a file or folder, see the module docstring), sorted by name.
 
     Args:
         path: what the user passed as input.
         series_uid: keep only the DICOM series with this SeriesInstanceUID.
+        n_channels: the model's input channels, which tell channel names (``CASE_0001``) from case names ending
+            in four digits (``patient_0001``); None: names ending in ``_XXXX`` are channels.
 
     Raises:
         InputError: nothing to predict, a file of unknown type, inconsistent channel files, a series UID not
@@ -130,7 +143,7 @@ def discover_cases(path: str | Path, series_uid: str | None = None) -> list[Inpu
     if files and not list_dicom_series(path):
         if series_uid is not None:
             raise InputError(f"{path}: holds image files, not DICOM series; series {series_uid!r} applies to DICOM")
-        cases = _file_cases(path, files)
+        cases = _file_cases(path, files, n_channels)
     else:
         cases = []
         for folder, subfolders, _ in os.walk(path):

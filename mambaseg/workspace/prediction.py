@@ -195,8 +195,8 @@ def predict(
     parts, part = _parts(num_parts, part_id)
     check_output_folder(input, output)
     _check_writable(output)
-    cases = discover_cases(input, series)
     build_predictor, info = _model(ws, model, dataset, folds, checkpoint)
+    cases = discover_cases(input, series, len(info.channel_names))
     for case in cases:
         check_channels(case, info.channel_names)
     cases = select_part(cases, parts, part)

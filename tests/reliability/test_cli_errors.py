@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 import mambaseg.preprocessing.dataset as preprocessing
 from mambaseg.cli.main import main
+from mambaseg.inference.inputs import InputError, discover_cases
 from mambaseg.workspace import Workspace
 from tests.data.synthetic import write_nnunet_dataset
 from tests.reliability.helpers import temp_files
@@ -162,3 +164,31 @@ def test_predict_expands_home_and_redoes_an_empty_output(trained, tmp_path, caps
     mask.write_bytes(b"")  # a 0-byte file is not a finished mask
     assert _predict(images, "~/masks", run) == 0
     assert "1 case(s) predicted" in capsys.readouterr().out and mask.stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_four_digit_case_numbers_are_case_names_for_a_one_channel_model(trained, tmp_path, capsys):
+    run, images = trained
+    folder = tmp_path / "patients"
+    folder.mkdir()
+    for number in (1, 2):
+        shutil.copy(images / "case_005_0000.nii.gz", folder / f"patient_{number:04d}.nii.gz")
+    assert _predict(folder, str(tmp_path / "masks"), run) == 0
+    assert sorted(p.name for p in (tmp_path / "masks").glob("*.nii.gz")) == [
+        "patient_0001.nii.gz",
+        "patient_0002.nii.gz",
+    ]
+
+
+def test_channel_names_that_do_not_fit_the_model_are_explained(tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for name in ("a_0000", "a_0001", "b_0000"):
+        (folder / f"{name}.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match=r"case 'b' has channels \[0\]; expected _0000 to _0001 for a model of 2"):
+        discover_cases(folder, n_channels=2)
+    with pytest.raises(InputError, match=r"case 'a' has channels \[0, 1\]; expected _0000 to _0000 for a model of 1"):
+        discover_cases(folder, n_channels=1)
+    (folder / "a_0000.nii.gz").unlink()
+    (folder / "b_0000.nii.gz").rename(folder / "a_0002.nii.gz")
+    assert sorted(case.name for case in discover_cases(folder, n_channels=1)) == ["a_0001", "a_0002"]

@@ -142,11 +142,19 @@ def resolve_topology(
 
 
 def check_spatial_size(network: str, spatial_shape: Sequence[int], divisors: Sequence[int]) -> None:
-    """Raise ValueError unless each spatial size is a positive multiple of its divisor."""
-    shape = tuple(spatial_shape)
+    """Raise ValueError unless each spatial size is a positive multiple of its divisor and the deepest stage,
+    ``spatial / divisors``, holds more than one voxel (instance norm there needs more than one; nnU-Net's
+    planner keeps at least 4 per pooled axis).
+    """
+    shape, divisors = tuple(int(s) for s in spatial_shape), tuple(int(d) for d in divisors)
     if len(shape) != len(divisors) or any(s < 1 or s % d for s, d in zip(shape, divisors, strict=False)):
+        raise ValueError(f"{network}: each spatial size must be a multiple of {divisors}, got spatial shape {shape}")
+    if math.prod(s // d for s, d in zip(shape, divisors, strict=True)) == 1:
+        minimum = (2 * divisors[0], *divisors[1:])
         raise ValueError(
-            f"{network}: each spatial size must be a multiple of {tuple(divisors)}, got spatial shape {shape}"
+            f"{network}: the input's spatial size {shape} is below the minimum input size of this topology: its "
+            f"deepest stage would hold a single voxel, where instance norm needs more than one. The smallest inputs "
+            f"are multiples of {divisors} with twice that along one axis, such as {minimum}"
         )
 
 

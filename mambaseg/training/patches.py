@@ -8,8 +8,11 @@ preprocessing), the others anywhere; windows may leave the image by up to half t
 patch needs, and the outside is filled with zeros (image) and background (label). A 2-D
 configuration of 3-D data takes one slice along the first axis.
 
-Batch ``i`` of the run is a pure function of (seed, rank, i): the same batch on every re-run, with
-any number of workers, so that a resumed run sees exactly the batches an uninterrupted one would.
+Sample ``j`` of the run's batch ``i`` is a pure function of (seed, i, j), augmentation included: the same batch on
+every re-run, with any number of workers, so that a resumed run sees exactly the batches an uninterrupted one
+would. Under DDP the run's batch is split over the processes: rank ``r`` of ``w`` draws samples ``r * b`` to
+``(r + 1) * b - 1`` of a batch of ``w * b``, so that together the processes draw the batch that one process would,
+foreground oversampling included.
 """
 
 from __future__ import annotations
@@ -94,10 +97,11 @@ class PatchBatches(Dataset):
         folder: the configuration's preprocessed folder.
         case_names: the cases to sample from (a fold's training or validation cases).
         patch_size: patch size (2 or 3 axes).
-        batch_size: patches per batch.
-        oversample_foreground: fraction of each batch centred on foreground.
+        batch_size: patches per batch of this process (b); the run's batch is ``batch_size * world_size``.
+        oversample_foreground: fraction of the run's batch centred on foreground.
         seed: the run's seed.
-        rank: the process's rank under DDP (each rank draws its own batches).
+        rank: the process's rank under DDP: which part of the run's batch it draws.
+        world_size: the number of processes under DDP.
         augmentation: augmentation settings (``configs/augmentation``), or None for none (validation).
         mirror_axes: axes mirrored by augmentation.
     """
@@ -111,6 +115,7 @@ class PatchBatches(Dataset):
         oversample_foreground: float = 0.33,
         seed: int = 0,
         rank: int = 0,
+        world_size: int = 1,
         augmentation: Mapping[str, Any] | None = None,
         mirror_axes: Sequence[int] = (),
     ) -> None:
@@ -123,6 +128,7 @@ class PatchBatches(Dataset):
         self.oversample_foreground = oversample_foreground
         self.seed = seed
         self.rank = rank
+        self.world_size = world_size
         self.augmentation = augmentation
         self.mirror_axes = tuple(mirror_axes)
         self.load = functools.lru_cache(maxsize=CASE_CACHE_SIZE)(self._load)
@@ -133,23 +139,24 @@ class PatchBatches(Dataset):
     def __len__(self) -> int:
         return 2**62  # batches are indexed by step; the loader's sampler says which
 
-    def _transforms(self, seed: int):
+    def _transforms(self):
         if self.augmentation is None:
             return build_val_transforms()
         anisotropic = len(self.patch_size) == 3 and needs_dummy_2d(self.patch_size)
         return build_train_transforms(
-            self.augmentation, len(self.patch_size), self.patch_size, self.mirror_axes, anisotropic, seed
+            self.augmentation, len(self.patch_size), self.patch_size, self.mirror_axes, anisotropic
         )
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
-        """Batch ``step``: {"image": (b, c, *patch) float32, "label": (b, 1, *patch) int64}."""
-        rng = np.random.default_rng([self.seed, self.rank, step])
-        transforms = self._transforms(int(rng.integers(2**31)))
-        first_forced = round(self.batch_size * (1 - self.oversample_foreground))
+        """This process's part of batch ``step``: {"image": (b, c, *patch) float32, "label": (b, 1, *patch) int64}."""
+        transforms = self._transforms()
+        first_forced = round(self.batch_size * self.world_size * (1 - self.oversample_foreground))
         images, labels = [], []
-        for i in range(self.batch_size):
+        for i in range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size):  # indices in the run's batch
+            rng = np.random.default_rng([self.seed, step, i])
             case = self.load(self.case_names[rng.integers(len(self.case_names))])
             image, label = sample_patch(case, self.patch_size, i >= first_forced, rng)
+            transforms.set_random_state(seed=int(rng.integers(2**31)))
             sample = transforms({"image": image, "label": label})
             images.append(sample["image"])
             labels.append(sample["label"])

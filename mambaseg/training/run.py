@@ -3,15 +3,15 @@
 The config is the resolved hydra config (``configs/train.yaml``): ``trainer`` (schedule and
 optimiser presets), ``augmentation``, ``network`` (fine-tuning from a pretrained encoder), ``seed``,
 ``batch_size`` (None: the plan's), ``num_workers``, ``oversample_foreground``, ``validation.step``.
-Under DDP each process trains on its own batches (the planned batch split over the processes) and only
-rank 0 writes.
+Under DDP the planned (or configured) batch is the run's global batch: each of the w processes trains on
+``batch_size / w`` of its patches, the ones a single process would draw at its place in the batch
+(``patches.PatchBatches``), and only rank 0 writes. A batch size that w does not divide is refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -39,6 +39,17 @@ def run_record(spec: RunSpec) -> dict[str, Any]:
     return {"configuration": spec.configuration, "fold": spec.fold, "plan": dataclasses.asdict(spec.plan)}
 
 
+def per_process_batch(batch_size: int, world: int) -> int:
+    """Each process's share of the run's batch under DDP; ValueError, naming both, when ``world`` does not divide it."""
+    if batch_size < 1 or batch_size % world:
+        raise ValueError(
+            f"batch_size {batch_size} does not split evenly over {world} processes: under DDP the batch size is the "
+            f"global batch and each process trains on batch_size / {world} patches; set batch_size to a multiple of "
+            f"{world} (the override batch_size=N) or use a number of processes that divides {batch_size}"
+        )
+    return batch_size // world
+
+
 def train_fold(
     spec: RunSpec, config: Mapping[str, Any], device: torch.device, continue_training: bool = False
 ) -> torch.nn.Module:
@@ -53,6 +64,7 @@ def train_fold(
     rank, world = rank_and_world()
     is_main = rank == 0
     plan, plans = spec.plan, spec.plans
+    batch_size = per_process_batch(int(config["batch_size"] or plan.batch_size), world)  # before anything is written
     checkpoint_path = resume_checkpoint(spec.files, continue_training)
     if is_main:
         write_run_files(spec.files, config, plan)
@@ -81,9 +93,7 @@ def train_fold(
 
     train_names, val_names = spec.train_cases, spec.val_cases
     folder = spec.preprocessed
-    planned_batch = int(config["batch_size"] or plan.batch_size)
-    batch_size = max(1, math.ceil(planned_batch / world))
-    common = {"patch_size": plan.patch_size, "batch_size": batch_size, "rank": rank}
+    common = {"patch_size": plan.patch_size, "batch_size": batch_size, "rank": rank, "world_size": world}
     oversample = float(config["oversample_foreground"])
     train_set = PatchBatches(
         folder,

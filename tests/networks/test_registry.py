@@ -58,3 +58,20 @@ def test_every_entry_carries_its_family_knowledge():
     with pytest.raises(ValueError, match=r"vmunet: .* \(16, 64\) is smaller than its minimum input size \(32, 32\)"):
         check_input_size("vmunet", (16, 64))
     assert create("unet_resenc", 2, 1, 2, tiny=True).registry_name == "unet_resenc"
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "divisor"),
+    [("umamba_bot", (32, 32, 32), 32), ("unet_resenc", (64, 64), 64), ("umamba_enc", (64, 64), 64)],
+)
+def test_an_input_reduced_to_one_voxel_at_the_deepest_stage_is_refused_naming_the_minimum(name, size, divisor):
+    """The default topologies divide each axis by ``divisor``: an input of exactly that size would reach instance norm
+    at the deepest stage as a single voxel; the network says so at once, naming itself, the input and the minimum."""
+    net = create(name, len(size), 1, 3)
+    assert net.input_size_divisor == divisor
+    minimum = (2 * divisor, *size[1:])
+    with pytest.raises(ValueError, match=rf"^{name}: the input's spatial size \({', '.join(map(str, size))}\)") as err:
+        net(torch.zeros(1, 1, *size))
+    assert f"such as {minimum}" in str(err.value) and "single voxel" in str(err.value)
+    with torch.no_grad():
+        assert net.eval()(torch.zeros(1, 1, *minimum)).shape == (1, 3, *minimum)  # the minimum named is accepted

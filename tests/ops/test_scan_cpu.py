@@ -1,4 +1,12 @@
-"""The compiled CPU backend against the float64 reference, over a matrix of shapes, options and dtypes."""
+"""The compiled CPU backend against the float64 reference, over a matrix of shapes, options and dtypes.
+
+Where the kernel cannot be built the comparisons are skipped, and ``test_the_cpu_kernel_is_built`` says so: it
+skips with the reason on a developer's machine and fails under CI (``CI=true``), so a broken build cannot leave CI
+green.
+"""
+
+import os
+from collections.abc import Mapping
 
 import pytest
 import torch
@@ -7,7 +15,8 @@ from mambaseg.ops import selective_scan
 from mambaseg_kernels.cpu import load_cpu_kernels
 from tests.ops.scan_cases import ScanCase, compare_backend_to_reference, leaf_copies, make_inputs
 
-pytestmark = pytest.mark.skipif(load_cpu_kernels() is None, reason="the CPU kernel could not be built here")
+NOT_BUILT = "the compiled CPU selective scan could not be built here (see the RuntimeWarning of load_cpu_kernels)"
+needs_kernel = pytest.mark.skipif(load_cpu_kernels() is None, reason=NOT_BUILT)
 
 LENGTHS = (1, 2, 7, 64, 100, 257, 2048, 4097)
 BC_MODES = ("constant", "step", "group1", "group2")
@@ -40,11 +49,13 @@ def _cases() -> list[ScanCase]:
     return cases
 
 
+@needs_kernel
 @pytest.mark.parametrize("case", _cases(), ids=ScanCase.id)
 def test_cpu_matches_reference(case):
     compare_backend_to_reference(case, "cpu")
 
 
+@needs_kernel
 def test_cpu_backward_is_bit_identical_between_runs():
     case = ScanCase(dim=70, length=1000, bc_mode="group2", c_mode="step")
     inputs = make_inputs(case)
@@ -58,6 +69,7 @@ def test_cpu_backward_is_bit_identical_between_runs():
         assert torch.equal(grad, runs[1][name]), name
 
 
+@needs_kernel
 def test_cpu_inference_keeps_no_checkpoints_and_matches_training_forward():
     inputs = make_inputs(ScanCase(length=600))
     with torch.no_grad():
@@ -66,6 +78,7 @@ def test_cpu_inference_keeps_no_checkpoints_and_matches_training_forward():
     assert torch.equal(y_inference, y_training.detach())
 
 
+@needs_kernel
 def test_cpu_kernel_math_is_accurate_over_its_range():
     """exp, log and softplus of the kernel stay within float32 accuracy where the scan uses them."""
     inputs = make_inputs(ScanCase(length=2, dim=1, dstate=1, bc_mode="constant", has_z=False, has_D=False))
@@ -90,3 +103,29 @@ def test_a_failed_build_warns_once_and_returns_none(monkeypatch):
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
     with pytest.warns(RuntimeWarning, match="c\\+\\+: command not found.*falling back to the slow PyTorch reference"):
         assert load_cpu_kernels.__wrapped__() is None
+
+
+def require_kernel_build(built: bool, environ: Mapping[str, str]) -> None:
+    """Fail under CI (``CI`` set to true or 1) when the kernel was not built; skip, saying why, elsewhere."""
+    if built:
+        return
+    if environ.get("CI", "").strip().lower() in ("true", "1"):
+        pytest.fail(f"CI=true: {NOT_BUILT}")
+    pytest.skip(f"{NOT_BUILT}; under CI=true this fails")
+
+
+def test_the_cpu_kernel_is_built():
+    require_kernel_build(load_cpu_kernels() is not None, os.environ)
+
+
+@pytest.mark.parametrize("ci", ["true", "TRUE", "1"])
+def test_a_failed_build_fails_under_ci(ci):
+    with pytest.raises(pytest.fail.Exception, match="CI=true: the compiled CPU selective scan could not be built"):
+        require_kernel_build(False, {"CI": ci})
+
+
+@pytest.mark.parametrize("environ", [{}, {"CI": "false"}, {"CI": ""}])
+def test_a_failed_build_skips_with_its_reason_outside_ci(environ):
+    with pytest.raises(pytest.skip.Exception, match="could not be built here.*under CI=true this fails"):
+        require_kernel_build(False, environ)
+    require_kernel_build(True, {"CI": "true"})  # a built kernel passes under CI

@@ -113,6 +113,22 @@ def test_default_block_sizes(monkeypatch: pytest.MonkeyPatch) -> None:
     _check_against_reference(inputs, delta_softplus=True)
 
 
+@pytest.mark.parametrize(
+    ("b_mode", "c_mode", "flags"),
+    [(("grouped", 2), ("grouped", 2), ALL_ON), (("constant", 0), ("per_step", 0), ALL_OFF)],
+    ids=["grouped2_all_on", "constant_per_step_all_off"],
+)
+def test_default_chunk_size_over_several_chunks(
+    monkeypatch: pytest.MonkeyPatch, b_mode: tuple[str, int], c_mode: tuple[str, int], flags: dict[str, bool]
+) -> None:
+    """The real configuration: default chunks and blocks, l = two full chunks and a partial third."""
+    monkeypatch.undo()
+    length = 2 * triton_kernels.CHUNK_SIZE + 44
+    assert triton_kernels.CHUNK_SIZE == 128 and triton_kernels._chunk_size(length) == 128
+    inputs = _inputs(b_mode, c_mode, flags, batch=1, dim=4, dstate=4, length=length, seed=3)
+    _check_against_reference(inputs, flags["delta_softplus"])
+
+
 def _kernel_backward(inputs: dict[str, torch.Tensor | None], dout: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     args = list(inputs.values())
     _, _, checkpoints = triton_kernels.selective_scan_fwd(*args, True, True)

@@ -108,9 +108,11 @@ def _parts(num_parts: int | None, part_id: int | None) -> tuple[int, int]:
     """The part of the cases to predict: given, else torchrun's (WORLD_SIZE, RANK)."""
     env_parts, env_rank = parts_from_environment()
     num_parts = env_parts if num_parts is None else num_parts
-    part_id = (env_rank if env_rank < num_parts else 0) if part_id is None else part_id
+    source = ""
+    if part_id is None:
+        part_id, source = env_rank, " (torchrun's RANK)"
     if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise ValueError(f"num_parts {num_parts}, part_id {part_id}: needs 0 <= part_id < num_parts")
+        raise ValueError(f"num_parts {num_parts}, part_id {part_id}{source}: needs 0 <= part_id < num_parts")
     return num_parts, part_id
 
 

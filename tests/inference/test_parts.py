@@ -31,6 +31,12 @@ def test_num_parts_without_part_id_takes_torchruns_rank(torchrun):
     assert _parts(4, None) == (4, 2)
 
 
+def test_a_rank_beyond_the_parts_is_refused_not_sent_to_part_0(torchrun):
+    torchrun(world_size=4, rank=3)
+    with pytest.raises(ValueError, match=r"num_parts 2, part_id 3 \(torchrun's RANK\)"):
+        _parts(2, None)
+
+
 def test_neither_given_takes_world_size_and_rank(torchrun):
     torchrun(world_size=4, rank=3)
     assert _parts(None, None) == (4, 3)

@@ -163,10 +163,12 @@ def preprocess_cases(
     folder.mkdir(parents=True, exist_ok=True)
     spec_path = folder / SPEC_FILE
     wanted = spec_to_dict(spec)
-    if not force and spec_path.is_file() and _read_json(spec_path) != wanted:
+    recorded = _read_json(spec_path) if spec_path.is_file() else None
+    if not force and spec_path.is_file() and recorded != wanted:
         logger.warning("%s: the plans changed since the last run; preprocessing every case again", spec_path)
         force = True
-    write_text_atomically(spec_path, json.dumps(wanted, indent=1))
+    if recorded != wanted:
+        write_text_atomically(spec_path, json.dumps(wanted, indent=1))
     labels = foreground_labels(dataset)
     records = _records(dataset, spec_digest(spec, labels), workers)
     todo, redone = [], []

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
 import pytest
 
 from mambaseg.cli.main import main
+from mambaseg.data.splits import make_splits
 from mambaseg.preprocessing import load_case
 from tests.data.synthetic import file_states, read_nifti_array, write_nifti, write_nnunet_dataset
 
@@ -62,3 +64,44 @@ def test_train_after_a_label_changed_trains_on_the_new_label(tmp_path, caplog):
     assert "case case_002 is preprocessed again: labelsTr/case_002.nii.gz changed" in caplog.text
     np.testing.assert_array_equal(load_case(folder, "case_002").seg[0], new)
     assert (workspace / "Synthetic" / "runs" / "3d_fullres__unet_resenc" / "fold_0" / "checkpoint_final.pt").is_file()
+
+
+def _train_args(root, workspace, fold="0"):
+    args = ["train", str(root), "--workspace", str(workspace), "-c", "3d_fullres", "-n", "unet_resenc", "-f", fold]
+    return [*args, "--workers", "1", *SHORT]
+
+
+@pytest.mark.slow
+def test_a_case_added_after_the_splits_is_named_in_a_warning(tmp_path, caplog):
+    root = _dataset(tmp_path)
+    workspace = tmp_path / "ws"
+    assert main(_train_args(root, workspace)) == 0
+    splits = (workspace / "Synthetic" / "splits.json").read_text()
+    write_nnunet_dataset(tmp_path / "more", n_cases=6)
+    for source in (tmp_path / "more").rglob("case_005*"):
+        target = root / source.relative_to(tmp_path / "more")
+        target.write_bytes(source.read_bytes())
+    with caplog.at_level(logging.WARNING):
+        assert main(_train_args(root, workspace, "1")) == 0
+    assert "1 case(s) of the dataset are in no fold and will be neither trained on nor validated: case_005" in (
+        caplog.text
+    )
+    assert (workspace / "Synthetic" / "splits.json").read_text() == splits
+
+
+def test_a_case_removed_after_the_splits_is_refused_naming_the_file_and_the_case(tmp_path, capsys):
+    root = _dataset(tmp_path)
+    workspace = tmp_path / "ws"
+    assert main(["preprocess", str(root), "--workspace", str(workspace), "-c", "3d_fullres", "--workers", "1"]) == 0
+    splits = workspace / "Synthetic" / "splits.json"
+    splits.write_text(json.dumps(make_splits([f"case_{index:03d}" for index in range(5)])))
+    (root / "imagesTr" / "case_004_0000.nii.gz").unlink()
+    (root / "labelsTr" / "case_004.nii.gz").unlink()
+    before = file_states(workspace)
+    assert main(_train_args(root, workspace)) == 1
+    out = capsys.readouterr().out
+    assert f"error: {splits}: names 1 case(s) the dataset does not have: case_004; delete splits.json" in (
+        " ".join(out.split())
+    )
+    assert not (workspace / "Synthetic" / "runs").exists()
+    assert file_states(workspace) == before

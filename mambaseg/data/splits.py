@@ -4,6 +4,11 @@ The splits are those of nnU-Net: the case names sorted, their indices shuffled o
 ``RandomState`` and cut into ``n_folds`` contiguous validation folds (the first ``n % n_folds`` one case
 longer), as scikit-learn's ``KFold(shuffle=True, random_state=seed)`` does. The same seed gives the same
 splits.
+
+An existing ``splits.json`` is checked against the dataset's cases every time it is read: one that names a case
+the dataset no longer has is refused (``SplitsError``, listing the cases); cases of the dataset that no fold uses
+(added after the file was written, or left out by a user's own splits) are named in a warning. Either way,
+deleting the file makes new splits of the current cases on the next use.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_SEED = 12345
 Split = dict[str, list[str]]
+_LISTED = 10
 
 
 class SplitsError(ValueError):
@@ -65,8 +71,11 @@ def load_or_create_splits(
 ) -> list[Split]:
     """The splits in ``path`` if it exists (a user's own splits are honoured), else new ones written there.
 
+    Cases of ``case_names`` that no fold of an existing ``path`` uses are named in a warning (see ``read_splits``).
+
     Raises:
-        SplitsError: ``path`` is not a list of ``{"train": [...], "val": [...]}`` or names an unknown case.
+        SplitsError: ``path`` is not a list of ``{"train": [...], "val": [...]}`` or names a case not in
+            ``case_names``.
     """
     path = Path(path)
     names = list(case_names)
@@ -83,7 +92,15 @@ def load_or_create_splits(
 
 
 def read_splits(path: Path, case_names: Iterable[str]) -> list[Split]:
-    """Reads and validates ``path`` against the known case names."""
+    """Reads and validates ``path`` against the dataset's case names.
+
+    Raises:
+        SplitsError: the file is not valid splits, or names cases that are not among ``case_names`` (removed
+            from the dataset); the message lists them and says to delete the file to make new splits.
+
+    Cases of ``case_names`` that are in no fold (added to the dataset after the file was written) are logged as
+    a warning naming them: no fold trains or validates them.
+    """
     try:
         content: Any = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -100,13 +117,33 @@ def read_splits(path: Path, case_names: Iterable[str]) -> list[Split]:
             names = entry[part]
             if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
                 raise SplitsError(f"{path}: fold {fold} '{part}' must be a list of case names")
-            unknown = sorted(set(names) - known)
-            if unknown:
-                raise SplitsError(f"{path}: fold {fold} '{part}' names unknown cases {unknown[:5]}")
         if not entry["val"]:
             raise SplitsError(f"{path}: fold {fold} has no validation cases")
         both = sorted(set(entry["train"]) & set(entry["val"]))
         if both:
             raise SplitsError(f"{path}: fold {fold} has cases in both 'train' and 'val': {both[:5]}")
         splits.append({"train": list(entry["train"]), "val": list(entry["val"])})
+    used = {name for split in splits for part in split.values() for name in part}
+    removed = sorted(used - known)
+    if removed:
+        raise SplitsError(
+            f"{path}: names {len(removed)} case(s) the dataset does not have: {_listing(removed)}; "
+            f"delete {path.name} to make new splits of the current cases (folds trained before used the old ones)"
+        )
+    added = sorted(known - used)
+    if added:
+        logger.warning(
+            "%s: %d case(s) of the dataset are in no fold and will be neither trained on nor validated: %s; "
+            "delete %s to make new splits that include them (folds trained before used the old ones)",
+            path,
+            len(added),
+            _listing(added),
+            path.name,
+        )
     return splits
+
+
+def _listing(names: list[str]) -> str:
+    """``names`` for a message: the first few, and how many more."""
+    shown = ", ".join(names[:_LISTED])
+    return shown if len(names) <= _LISTED else f"{shown} and {len(names) - _LISTED} more"

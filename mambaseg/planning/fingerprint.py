@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import zlib
 from collections.abc import Sequence
@@ -31,6 +32,21 @@ FINGERPRINT_VERSION = 1
 SAMPLES_PER_CASE = 10_000
 
 
+def json_text(data: Any, indent: int | None = None) -> str:
+    """``data`` as strict JSON: NaN and infinite floats (numpy's too) become ``null`` instead of bare ``NaN``."""
+
+    def strict(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: strict(item) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(item) for item in value]
+        if isinstance(value, (float, np.floating)):
+            return float(value) if math.isfinite(value) else None
+        return value
+
+    return json.dumps(strict(data), indent=indent, allow_nan=False)
+
+
 @dataclass
 class CaseFingerprint:
     """What one training case contributes."""
@@ -47,7 +63,7 @@ class CaseFingerprint:
 
 @dataclass
 class IntensityStats:
-    """Foreground intensity statistics of one channel."""
+    """Foreground intensity statistics of one channel; NaN (``null`` in the file) when it has no foreground."""
 
     mean: float
     median: float
@@ -106,7 +122,7 @@ class Fingerprint:
     def save(self, path: Path) -> None:
         """Write as readable JSON, atomically (``mambaseg.io.atomic``), creating the folder."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text_atomically(path, json_text(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> Fingerprint:
@@ -123,7 +139,10 @@ class Fingerprint:
             CaseFingerprint(c["name"], c["spacing"], c["shape_before_crop"], c["shape_after_crop"])
             for c in data["cases"]
         ]
-        intensities = {c: IntensityStats(**s) for c, s in data["foreground_intensities"].items()}
+        intensities = {
+            c: IntensityStats(**{k: float("nan") if v is None else v for k, v in s.items()})
+            for c, s in data["foreground_intensities"].items()
+        }
         return cls(
             data["dataset_name"],
             data["channel_names"],

@@ -2,8 +2,10 @@
 
 ``CASE.npz`` holds ``data`` ``(c, z, y, x)`` float32, ``seg`` ``(1, z, y, x)`` int8 or int16,
 and ``locations_L`` ``(n, ndim)`` int32 for each foreground label L: sampled voxel coordinates of that
-label, in array order. ``CASE.json`` holds the ``CaseProperties``. The JSON is written last, so a case
-is finished exactly when its JSON exists next to its npz.
+label, in array order. ``CASE.json`` holds the ``CaseProperties`` and, under ``made_from``, what the case was
+made from (digests of its source files and of the preprocessing spec, see ``mambaseg.preprocessing.dataset``).
+The JSON is written last, so a case is finished exactly when its JSON exists next to its npz, and its record
+describes the npz beside it.
 
 The npz is an ordinary one (``np.load`` reads it) deflated at level 1 rather than ``np.savez_compressed``'s
 level 6: about 20% larger, and several times faster to write, which dominates preprocessing time.
@@ -16,7 +18,7 @@ import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
@@ -24,6 +26,7 @@ from mambaseg.io.atomic import write_atomically, write_text_atomically
 from mambaseg.preprocessing.case import CaseProperties
 
 _LOCATIONS_PREFIX = "locations_"
+MADE_FROM = "made_from"
 _COMPRESS_LEVEL = 1
 
 
@@ -62,14 +65,31 @@ def save_case(
     seg: np.ndarray,
     properties: CaseProperties,
     locations: Mapping[int, np.ndarray],
+    made_from: Mapping[str, Any] | None = None,
 ) -> None:
-    """Writes the npz, then the JSON, each with ``write_atomically`` (mode 0666 less the umask)."""
+    """Writes the npz, then the JSON, each with ``write_atomically`` (mode 0666 less the umask).
+
+    ``made_from`` (what the case was made from) is stored in the JSON beside the properties.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     npz_path, json_path = case_files(folder, name)
     arrays = {"data": data.astype(np.float32, copy=False), "seg": seg.astype(smallest_label_dtype(seg), copy=False)}
     arrays.update({f"{_LOCATIONS_PREFIX}{label}": coords for label, coords in locations.items()})
     write_atomically(npz_path, lambda handle: _write_npz(handle, arrays))
-    write_text_atomically(json_path, json.dumps(properties.to_dict(), indent=1))
+    values = properties.to_dict()
+    if made_from is not None:
+        values[MADE_FROM] = dict(made_from)
+    write_text_atomically(json_path, json.dumps(values, indent=1))
+
+
+def read_made_from(folder: Path, name: str) -> dict[str, Any] | None:
+    """What case ``name`` in ``folder`` was made from, as ``save_case`` stored it; None when its JSON has no
+    record (written by an older mambaseg) or cannot be read."""
+    try:
+        record = json.loads(case_files(folder, name)[1].read_text()).get(MADE_FROM)
+    except (OSError, ValueError, AttributeError):
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def load_case(folder: Path, name: str) -> PreprocessedCase:

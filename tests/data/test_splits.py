@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 
@@ -55,7 +56,7 @@ def test_user_splits_are_honoured(tmp_path):
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ([{"train": ["case_000"], "val": ["nobody"]}], "unknown cases ['nobody']"),
+        ([{"train": ["case_000"], "val": ["nobody"]}], "names 1 case(s) the dataset does not have: nobody"),
         ([{"train": ["case_000"], "val": ["case_000"]}], "in both 'train' and 'val'"),
         ([{"train": ["case_000"]}], "exactly the keys"),
         ([{"train": ["case_000"], "val": []}], "no validation cases"),
@@ -68,3 +69,27 @@ def test_bad_user_splits_name_the_file(tmp_path, content, expected):
     with pytest.raises(SplitsError, match="splits.json") as raised:
         load_or_create_splits(path, NAMES)
     assert expected in str(raised.value)
+
+
+def test_removed_cases_are_refused_naming_every_one_and_how_to_regenerate(tmp_path):
+    path = tmp_path / "splits.json"
+    load_or_create_splits(path, NAMES)
+    remaining = NAMES[:-12]
+    with pytest.raises(SplitsError) as raised:
+        load_or_create_splits(path, remaining)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: names 12 case(s) the dataset does not have: case_011, case_012")
+    assert "and 2 more" in message and "delete splits.json to make new splits" in message
+
+
+def test_added_cases_are_named_in_a_warning_and_the_splits_kept(tmp_path, caplog):
+    path = tmp_path / "splits.json"
+    created = load_or_create_splits(path, NAMES)
+    with caplog.at_level(logging.WARNING):
+        assert load_or_create_splits(path, [*NAMES, "case_new", "case_other"]) == created
+    assert "2 case(s) of the dataset are in no fold" in caplog.text
+    assert "case_new, case_other; delete splits.json to make new splits that include them" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        load_or_create_splits(path, NAMES)
+    assert not caplog.text

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import nibabel as nib
@@ -6,7 +7,7 @@ import pytest
 
 from mambaseg.data.dataset import load_dataset
 from mambaseg.preprocessing.case import PreprocessingSpec
-from mambaseg.preprocessing.dataset import SPEC_FILE, preprocess_cases
+from mambaseg.preprocessing.dataset import SPEC_FILE, preprocess_cases, spec_to_dict
 from mambaseg.preprocessing.normalization import ChannelNormalization
 from mambaseg.preprocessing.storage import case_files, load_case
 from mambaseg.workspace.layout import Workspace
@@ -89,3 +90,69 @@ def test_process_pool_gives_the_same_files(dataset, tmp_path):
         serial, pooled = load_case(tmp_path / "serial", name), load_case(tmp_path / "pool", name)
         assert np.array_equal(serial.data, pooled.data) and np.array_equal(serial.seg, pooled.seg)
         assert serial.properties == pooled.properties
+
+
+def _label_path(dataset, name):
+    return next(case.label_file for case in dataset.cases if case.name == name)
+
+
+def test_a_case_whose_label_changed_is_made_again_and_the_log_names_it(dataset, tmp_path, caplog):
+    folder = tmp_path / "out"
+    preprocess_cases(dataset, SPEC, folder, workers=0)
+    untouched = case_files(folder, "case_a")[0].stat().st_mtime_ns
+    path = _label_path(dataset, "case_b")
+    label = np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0)
+    _write(np.choose(label, [0, 2, 1]).astype(np.uint8), path)  # labels 1 and 2 swapped
+    again = preprocess_cases(dataset, SPEC, folder, workers=0)
+    assert again.processed == ("case_b",) and again.redone == ("case_b",) and again.skipped == ("case_a", "case_c")
+    assert "case case_b is preprocessed again: labelsTr/case_b.nii.gz changed" in caplog.text
+    assert load_case(folder, "case_b").properties.class_locations == {1: 24, 2: 32}
+    assert case_files(folder, "case_a")[0].stat().st_mtime_ns == untouched
+    assert preprocess_cases(dataset, SPEC, folder, workers=0).processed == ()
+
+
+def test_a_cropped_image_is_made_again_in_its_new_shape(dataset, tmp_path, caplog):
+    folder = tmp_path / "out"
+    preprocess_cases(dataset, SPEC, folder, workers=0)
+    case = next(case for case in dataset.cases if case.name == "case_c")
+    image = np.asarray(nib.load(str(case.image_files[0])).dataobj).transpose(2, 1, 0)
+    label = np.asarray(nib.load(str(case.label_file)).dataobj).transpose(2, 1, 0)
+    _write(image[:, :, :12], case.image_files[0])
+    _write(label[:, :, :12], case.label_file)
+    again = preprocess_cases(dataset, SPEC, folder, workers=2)
+    assert again.redone == ("case_c",)
+    assert "imagesTr/case_c_0000.nii.gz, labelsTr/case_c.nii.gz changed" in caplog.text
+    assert load_case(folder, "case_c").properties.shape_before_crop == (8, 16, 12)
+
+
+def test_a_case_without_a_record_or_made_with_another_spec_is_made_again(dataset, tmp_path, caplog):
+    folder = tmp_path / "out"
+    preprocess_cases(dataset, SPEC, folder, workers=0)
+    json_file = case_files(folder, "case_a")[1]
+    values = json.loads(json_file.read_text())
+    del values["made_from"]  # as an older mambaseg wrote it
+    json_file.write_text(json.dumps(values))
+    changed = PreprocessingSpec((1.0, 1.0, 1.0), SPEC.normalization)
+    (folder / SPEC_FILE).write_text(json.dumps(spec_to_dict(changed)))  # a run with the new spec, interrupted
+    again = preprocess_cases(dataset, changed, folder, workers=0)
+    assert again.processed == NAMES and again.redone == NAMES
+    assert "case case_a is preprocessed again: it has no record" in caplog.text
+    assert "case case_b is preprocessed again: the preprocessing spec changed" in caplog.text
+    assert load_case(folder, "case_b").properties.target_spacing == (1.0, 1.0, 1.0)
+
+
+def test_an_unreadable_spec_file_redoes_every_case(dataset, tmp_path):
+    folder = tmp_path / "out"
+    preprocess_cases(dataset, SPEC, folder, workers=0)
+    (folder / SPEC_FILE).write_text("{not json")
+    assert preprocess_cases(dataset, SPEC, folder, workers=0).processed == NAMES
+    assert json.loads((folder / SPEC_FILE).read_text()) == spec_to_dict(SPEC)
+
+
+def test_the_record_names_every_source_file_with_its_digest(dataset, tmp_path):
+    folder = tmp_path / "out"
+    preprocess_cases(dataset, SPEC, folder, workers=0)
+    record = json.loads(case_files(folder, "case_a")[1].read_text())["made_from"]
+    assert sorted(record["files"]) == ["imagesTr/case_a_0000.nii.gz", "labelsTr/case_a.nii.gz"]
+    label = _label_path(dataset, "case_a")
+    assert record["files"]["labelsTr/case_a.nii.gz"] == hashlib.sha256(label.read_bytes()).hexdigest()

@@ -82,6 +82,12 @@ def normalization_for(fingerprint: Fingerprint) -> list[Normalization]:
         key = name.strip().lower()
         if key == "ct":
             stats = fingerprint.intensities[channel]
+            values = (stats.percentile_00_5, stats.percentile_99_5, stats.mean, stats.std)
+            if not all(math.isfinite(value) for value in values):
+                raise PlanningError(
+                    f"fingerprint of {fingerprint.dataset_name}: channel {channel} ({name}) has no foreground "
+                    "intensities to set its CT normalisation from (every label map is empty?)"
+                )
             params = {
                 "clip_low": stats.percentile_00_5,
                 "clip_high": stats.percentile_99_5,

@@ -5,15 +5,16 @@ Dimension letters: b batch, c channels, h height, w width, k classes.
 The config is the resolved ``configs/pretrain/default.yaml``. Every iteration mixes the batch (mixup /
 cutmix with label smoothing), takes an AdamW step on the soft-target cross entropy, steps the warm-up +
 cosine schedule and updates the EMA weights; every epoch reports validation loss, top-1 and top-5 (and of
-the EMA weights) and writes ``checkpoint_latest.pt``. The run folder then holds ``checkpoint_final.pt`` and
-``encoder.pt``. Under DDP (torchrun) each process trains on its shard of the images and only rank 0 writes.
+the EMA weights). Segmentation training's ``EpochLoop`` runs these epochs (from the epoch a resumed checkpoint
+says), logs them and writes ``checkpoint_latest.pt`` every ``checkpoint_every`` epochs. The run folder then
+holds ``checkpoint_final.pt`` and ``encoder.pt``. Under DDP (torchrun) each process trains on its shard of the
+images and only rank 0 writes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +34,10 @@ from mambaseg.pretraining.transforms import EvalTransform, MixupCutmix, TrainTra
 from mambaseg.training.checkpoint import restore_run, resume_checkpoint
 from mambaseg.training.distributed import all_reduce_sums, rank_and_world
 from mambaseg.training.files import RunPaths
+from mambaseg.training.loop import CheckpointWriter, EpochLoop
 from mambaseg.training.optim import build_optimizer, build_scheduler
 from mambaseg.training.run_log import RunLog, epoch_progress, write_run_config
 from mambaseg.training.step import amp_autocast, build_grad_scaler, optimizer_step
-from mambaseg.training.trainer import CheckpointWriter
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +193,8 @@ class Pretraining:
             parts.ema.update(parts.bare)
         return loss
 
-    def train_epoch(self, parts: Parts, epoch: int) -> float:
-        """One epoch of training steps; the mean loss over processes."""
+    def train_epoch(self, parts: Parts, epoch: int) -> dict[str, float]:
+        """One epoch of training steps over this process's shard; the mean loss over processes (``train_loss``)."""
         parts.model.train()
         indices = shard(len(self.train_set), self.rank, self.world, epoch, self.seed, shuffle=True)
         loader = epoch_loader(
@@ -206,7 +207,7 @@ class Pretraining:
                 loss = self.train_step(parts, images, labels, rng)
                 total += loss
                 bar.advance(loss)
-        return all_reduce_sums([total / self.steps_per_epoch], self.device)[0] / self.world
+        return {"train_loss": all_reduce_sums([total / self.steps_per_epoch], self.device)[0] / self.world}
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module) -> tuple[float, float, float]:
@@ -224,6 +225,14 @@ class Pretraining:
             top1, top5, count = top1 + c1, top5 + c5, count + labels.shape[0]
         loss_sum, top1, top5, count = all_reduce_sums([loss_sum, top1, top5, count], self.device)
         return loss_sum / count, 100 * top1 / count, 100 * top5 / count
+
+    def validate_epoch(self, parts: Parts) -> dict[str, float]:
+        """The model's validation loss, top-1 and top-5, and the EMA weights' top-1 and top-5 (NaN if not evaluated)."""
+        val_loss, top1, top5 = self.evaluate(parts.model)
+        ema_top1 = ema_top5 = math.nan
+        if parts.ema is not None and self.config["ema"]["evaluate"]:
+            _, ema_top1, ema_top5 = self.evaluate(parts.ema.module)
+        return {"val_loss": val_loss, "top1": top1, "top5": top5, "ema_top1": ema_top1, "ema_top5": ema_top5}
 
     def _checkpoints(self, parts: Parts, run_log: RunLog) -> CheckpointWriter:
         """The main process's checkpoint writer; ``extra`` also holds the EMA weights, the network and classes."""
@@ -284,10 +293,17 @@ class Pretraining:
                 run_info = {"network": self.network, "image_folder": str(self.image_folder)}
                 write_run_config(self.files.config, {**run_info, **self.config})
             start = self._resume(parts, resume_from, run_log) if resume_from is not None else 0
-            for epoch in range(start, self.epochs):
-                self._epoch(parts, epoch, run_log, writer)
+            EpochLoop(
+                lambda epoch: self.train_epoch(parts, epoch),
+                lambda epoch: self.validate_epoch(parts),
+                parts.optimizer,
+                self.epochs,
+                int(self.config["checkpoint_every"]),
+                run_log,
+                writer,
+                epoch_scheduler=None,  # train_step steps the schedule every iteration
+            ).run(start)
             if is_main:
-                writer.save("final", self.epochs)
                 weights = parts.ema.module if self.encoder_config()["weights"] == "ema" else parts.bare
                 path = export_encoder(weights, self.files.encoder, self.encoder_config())
                 log.info("wrote %s (best top-1 %.2f%%)", path, run_log.best)
@@ -295,30 +311,6 @@ class Pretraining:
             if run_log is not None:
                 run_log.close()
         return self.files.encoder
-
-    def _epoch(self, parts: Parts, epoch: int, run_log: RunLog | None, writer: CheckpointWriter | None) -> None:
-        started = time.perf_counter()
-        lr = parts.optimizer.param_groups[0]["lr"]
-        train_loss = self.train_epoch(parts, epoch)
-        val_loss, top1, top5 = self.evaluate(parts.model)
-        ema_top1 = ema_top5 = math.nan
-        if parts.ema is not None and self.config["ema"]["evaluate"]:
-            _, ema_top1, ema_top5 = self.evaluate(parts.ema.module)
-        if run_log is None or writer is None:
-            return
-        run_log.log_epoch(
-            epoch,
-            train_loss=train_loss,
-            val_loss=val_loss,
-            top1=top1,
-            top5=top5,
-            ema_top1=ema_top1,
-            ema_top5=ema_top5,
-            lr=lr,
-            epoch_time=time.perf_counter() - started,
-        )
-        if (epoch + 1) % int(self.config["checkpoint_every"]) == 0:
-            writer.save("latest", epoch + 1)
 
 
 def pretrain(

@@ -2,28 +2,25 @@
 
 Dimension letters: b batch, c channels, k classes (or regions), *patch the patch axes.
 
-Each epoch runs ``iterations_per_epoch`` training steps and ``val_iterations`` validation steps,
-steps the learning-rate schedule once, and logs the losses and the pseudo Dice per class (true and
-false positives and negatives summed over the epoch's validation patches, as nnU-Net does). The
-checkpoint writer keeps ``checkpoint_best.pt`` (best moving average of the pseudo Dice),
-``checkpoint_latest.pt`` (every few epochs) and ``checkpoint_final.pt``. Under DDP the counts and
-losses are summed over processes and only the main process writes files.
+The trainer hands its epochs to the shared ``EpochLoop``. Each epoch runs ``iterations_per_epoch`` training
+steps and ``val_iterations`` validation steps, steps the learning-rate schedule once, and logs the losses and
+the pseudo Dice per class (true and false positives and negatives summed over the epoch's validation patches,
+as nnU-Net does). The checkpoint writer keeps ``checkpoint_best.pt`` (best moving average of the pseudo Dice),
+``checkpoint_latest.pt`` (every few epochs) and ``checkpoint_final.pt``. Under DDP the counts and losses are
+summed over processes and only the main process writes files.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from mambaseg.planning.checkpoint import save_checkpoint
 from mambaseg.training.distributed import all_reduce_sum, all_reduce_sums, rank_and_world
-from mambaseg.training.files import CheckpointPaths
+from mambaseg.training.loop import CheckpointWriter, EpochLoop
 from mambaseg.training.run_log import RunLog, epoch_progress
 from mambaseg.training.step import amp_autocast, optimizer_step
 
@@ -91,57 +88,8 @@ def dice_from_counts(counts: torch.Tensor) -> list[float]:
     return dice.tolist()
 
 
-class CheckpointWriter:
-    """Writes the run's checkpoints (main process only), with the run log's state in ``extra["run_log"]``.
-
-    Args:
-        checkpoints: where the checkpoints go.
-        model: the network (possibly DDP-wrapped).
-        optimizer: its optimiser.
-        scheduler: its learning-rate schedule.
-        grad_scaler: its grad scaler.
-        run_log: the run log (None: none saved).
-        plans: the plans trained with (None for pretraining).
-        config: the resolved config.
-        extra: returns more plain state for ``extra`` at each save (e.g. EMA weights).
-    """
-
-    def __init__(
-        self,
-        checkpoints: CheckpointPaths,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: torch.optim.lr_scheduler.LRScheduler,
-        grad_scaler: torch.amp.GradScaler,
-        run_log: RunLog | None,
-        plans: Mapping[str, Any] | None,
-        config: Mapping[str, Any],
-        extra: Callable[[], Mapping[str, Any]] | None = None,
-    ) -> None:
-        self.checkpoints = checkpoints
-        self.parts = {"model": model, "optimizer": optimizer, "scheduler": scheduler, "grad_scaler": grad_scaler}
-        self.run_log = run_log
-        self.plans = plans
-        self.config = config
-        self.extra = extra
-
-    def save(self, kind: str, epoch: int) -> Path:
-        """Write the checkpoint ``kind`` (latest, best or final) after ``epoch`` finished epochs."""
-        extra = dict(self.extra()) if self.extra is not None else {}
-        if self.run_log is not None:
-            extra["run_log"] = self.run_log.state_dict()
-        return save_checkpoint(
-            getattr(self.checkpoints, kind),
-            epoch=epoch,
-            plans=self.plans,
-            config=self.config,
-            extra=extra,
-            **self.parts,
-        )
-
-
 class Trainer:
-    """Runs epochs of training and validation.
+    """Segmentation's training and validation epochs, run by the ``EpochLoop``.
 
     Args:
         model: the network (possibly DDP-wrapped), on ``device``.
@@ -216,7 +164,8 @@ class Trainer:
         logits = output[0] if isinstance(output, list | tuple) else output
         return loss.item(), pseudo_dice_counts(logits.float(), label, self.regions, self.ignore_label)
 
-    def train_epoch(self, epoch: int) -> float:
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """``iterations_per_epoch`` training steps; the mean loss over processes (``train_loss``)."""
         self.model.train()
         total = 0.0
         with epoch_progress(self.settings.iterations_per_epoch, f"epoch {epoch}", self.run_log is not None) as bar:
@@ -224,9 +173,11 @@ class Trainer:
                 loss = self.train_step(batch)
                 total += loss
                 bar.advance(loss)
-        return all_reduce_sums([total / self.settings.iterations_per_epoch], self.device)[0] / rank_and_world()[1]
+        mean = all_reduce_sums([total / self.settings.iterations_per_epoch], self.device)[0] / rank_and_world()[1]
+        return {"train_loss": mean}
 
-    def validate_epoch(self, epoch: int) -> tuple[float, list[float]]:
+    def validate_epoch(self, epoch: int) -> dict[str, float | list[float]]:
+        """``val_iterations`` validation steps; the mean loss (``val_loss``) and pseudo Dice per class (``dice``)."""
         self.model.eval()
         total, counts = 0.0, None
         for _, batch in zip(range(self.settings.val_iterations), self.val_batches(epoch), strict=False):
@@ -235,31 +186,19 @@ class Trainer:
             counts = batch_counts if counts is None else counts + batch_counts
         val_loss = all_reduce_sums([total / max(self.settings.val_iterations, 1)], self.device)[0] / rank_and_world()[1]
         counts = all_reduce_sum(counts.to(self.device)).cpu()
-        return val_loss, dice_from_counts(counts)
+        return {"val_loss": val_loss, "dice": dice_from_counts(counts)}
 
     def fit(self, start_epoch: int = 0) -> None:
         """Train from ``start_epoch`` (0, or the epoch a checkpoint says) to the last epoch."""
-        for epoch in range(start_epoch, self.settings.num_epochs):
-            started = time.perf_counter()
-            if self.on_epoch_start is not None:
-                self.on_epoch_start(epoch)
-            lr = self.optimizer.param_groups[0]["lr"]
-            train_loss = self.train_epoch(epoch)
-            val_loss, dice = self.validate_epoch(epoch)
-            self.scheduler.step()
-            if self.run_log is None or self.checkpoints is None:
-                continue
-            record = self.run_log.log_epoch(
-                epoch,
-                train_loss=train_loss,
-                val_loss=val_loss,
-                dice=dice,
-                lr=lr,
-                epoch_time=time.perf_counter() - started,
-            )
-            if record["is_best"]:
-                self.checkpoints.save("best", epoch + 1)
-            if (epoch + 1) % self.settings.checkpoint_every == 0:
-                self.checkpoints.save("latest", epoch + 1)
-        if self.checkpoints is not None:
-            self.checkpoints.save("final", self.settings.num_epochs)
+        EpochLoop(
+            self.train_epoch,
+            self.validate_epoch,
+            self.optimizer,
+            self.settings.num_epochs,
+            self.settings.checkpoint_every,
+            self.run_log,
+            self.checkpoints,
+            epoch_scheduler=self.scheduler,
+            on_epoch_start=self.on_epoch_start,
+            save_best=True,
+        ).run(start_epoch)

@@ -9,6 +9,7 @@ from mambaseg.cli.main import main
 from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.pretraining.models import build_classifier
 from mambaseg.pretraining.run import Pretraining
+from mambaseg.training.loop import EpochLoop
 from tests.pretraining.folders import write_image_folder
 
 SHORT = [
@@ -62,6 +63,14 @@ def test_two_iterations_write_a_complete_run_folder(folder, tmp_path):
 
 
 def test_resume_continues_exactly(folder, tmp_path, monkeypatch):
+    runs = []
+    run = EpochLoop.run
+
+    def spy(loop, start_epoch=0):  # the shared loop runs the epochs, the schedule steps per iteration
+        runs.append((start_epoch, loop.epoch_scheduler, loop.save_best))
+        run(loop, start_epoch)
+
+    monkeypatch.setattr(EpochLoop, "run", spy)
     settings = ["epochs=3", "checkpoint_every=1"]
     assert pretrain(folder, tmp_path / "straight", *settings) == 0
 
@@ -86,6 +95,8 @@ def test_resume_continues_exactly(folder, tmp_path, monkeypatch):
         assert torch.equal(straight.extra["ema"][key], resumed.extra["ema"][key]), key
     assert straight.extra["run_log"]["records"][2]["train_loss"] == resumed.extra["run_log"]["records"][2]["train_loss"]
     assert len(resumed.extra["run_log"]["records"]) == 3
+    assert runs == [(0, None, False), (0, None, False), (2, None, False)]
+    assert not (run_dir(tmp_path / "resumed") / "checkpoint_best.pt").exists()
 
 
 def test_greyscale_pretraining_of_a_network_encoder(tmp_path):

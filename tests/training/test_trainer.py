@@ -5,6 +5,7 @@ from torch import nn
 
 from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.training.checkpoint import restore_rng_state, restore_training_state
+from mambaseg.training.loop import EpochLoop
 from mambaseg.training.losses import build_training_loss
 from mambaseg.training.optim import build_optimizer, build_scheduler
 from mambaseg.training.run_log import RunLog
@@ -80,7 +81,8 @@ def test_pseudo_dice_counts_for_regions():
 
 def test_training_learns_and_writes_checkpoints_and_metrics(tmp_path):
     trainer, run_log = build(tmp_path, num_epochs=6)
-    trainer.fit()
+    with run_log:
+        trainer.fit()
     records = run_log.records
     assert len(records) == 6
     assert records[-1]["train_loss"] < records[0]["train_loss"]
@@ -93,7 +95,7 @@ def test_training_learns_and_writes_checkpoints_and_metrics(tmp_path):
 
 def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
     straight_dir, resumed_dir = tmp_path / "straight", tmp_path / "resumed"
-    trainer, _ = build(straight_dir)
+    trainer, straight_log = build(straight_dir)
     saved_at_two = tmp_path / "at_epoch_2.pt"
     original_save = trainer.checkpoints.save
 
@@ -104,7 +106,8 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
         return path
 
     trainer.checkpoints.save = save_and_keep
-    trainer.fit()
+    with straight_log:
+        trainer.fit()
     straight = {k: v.clone() for k, v in trainer.model.state_dict().items()}
 
     resumed, run_log = build(resumed_dir)
@@ -113,6 +116,22 @@ def test_resuming_from_a_checkpoint_continues_exactly(tmp_path):
     restore_rng_state(checkpoint)
     run_log.load_state_dict(checkpoint.extra["run_log"])
     assert start == 2
-    resumed.fit(start)
+    with run_log:
+        resumed.fit(start)
     for name, tensor in resumed.model.state_dict().items():
         assert torch.equal(tensor, straight[name]), name
+
+
+def test_fit_runs_the_shared_epoch_loop_with_a_per_epoch_schedule_and_best_checkpoints(tmp_path, monkeypatch):
+    runs = []
+    run = EpochLoop.run
+
+    def spy(loop, start_epoch=0):
+        runs.append((start_epoch, loop.epoch_scheduler, loop.save_best))
+        run(loop, start_epoch)
+
+    monkeypatch.setattr(EpochLoop, "run", spy)
+    trainer, run_log = build(tmp_path, num_epochs=1)
+    with run_log:
+        trainer.fit()
+    assert runs == [(0, trainer.scheduler, True)] and (tmp_path / "checkpoint_best.pt").is_file()

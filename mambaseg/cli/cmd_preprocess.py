@@ -39,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:  # PlansError, PlanningError; OSError: a read-only or full disk
         return show_error(console, error)
     for configuration, summary in summaries.items():
-        done = f"{configuration}: {len(summary.processed)} cases preprocessed"
-        console.print(f"{done}, {len(summary.skipped)} already done", soft_wrap=True)
+        redone = f" ({len(summary.redone)} again: their sources or plan changed)" if summary.redone else ""
+        done = f"{configuration}: {len(summary.processed)} cases preprocessed{redone}"
+        console.print(f"{done}, {len(summary.skipped)} already done: {summary.folder}", soft_wrap=True)
     return 0

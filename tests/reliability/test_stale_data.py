@@ -43,7 +43,9 @@ def test_preprocess_redoes_a_case_whose_label_changed_and_says_so(tmp_path, caps
     before = file_states(root)
     with caplog.at_level(logging.WARNING):
         assert main(argv) == 0
-    assert "3d_fullres: 1 cases preprocessed, 4 already done" in capsys.readouterr().out
+    assert "3d_fullres: 1 cases preprocessed (1 again: their sources or plan changed), 4 already done" in (
+        capsys.readouterr().out
+    )
     assert "case case_001 is preprocessed again: labelsTr/case_001.nii.gz changed" in caplog.text
     assert file_states(root) == before
 

@@ -25,6 +25,9 @@ network's ``pretrained_skip`` are skipped. Tensors are adapted when the shapes d
   ``reduction`` weight repeats and halves, so inputs constant along depth merge as in 2D.
 
 Any other difference is a ValueError naming the key and both shapes.
+
+``load_fitting`` loads a whole trained network's state dict (any family) into another network: every tensor of the
+same name and shape, nothing adapted, the rest reported (``FitReport``).
 """
 
 from __future__ import annotations

@@ -59,8 +59,9 @@ def prepare_fine_tuning(
             f"network.freeze_encoder_epochs / encoder_lr_multiplier: {type(model).__name__} has no encoder"
         )
     whole_network = bool(pretrained) and is_network_checkpoint(pretrained)
+    encoder_file = bool(pretrained) and not whole_network and (load or Path(pretrained).is_file())  # resumed: gone
     name = getattr(model, "registry_name", None)
-    if pretrained and not whole_network and (name is None or not network_entry(name).vss_encoder):
+    if encoder_file and (name is None or not network_entry(name).vss_encoder):
         raise ValueError(
             f"network.pretrained: {type(model).__name__} has no VSS encoder to load {pretrained} into (a trained "
             "network's checkpoint, or its fold or run folder, loads into any family)"

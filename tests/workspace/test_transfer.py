@@ -66,6 +66,8 @@ def test_encoder_files_are_told_apart_from_checkpoints_and_resuming_loads_nothin
     model = create("vmunet", 2, 1, 2, tiny=True)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     prepare_fine_tuning(model, {"pretrained": str(checkpoint)}, load=False)
+    checkpoint.unlink()  # a resumed run whose pretrained file is gone since
+    prepare_fine_tuning(create("unet_resenc", 2, 1, 2, tiny=True), {"pretrained": str(checkpoint)}, load=False)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

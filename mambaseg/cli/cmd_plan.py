@@ -12,7 +12,11 @@ from mambaseg.io.progress import console_progress
 from mambaseg.networks.families import DEFAULT_NETWORK
 from mambaseg.workspace import DatasetCheckError, plan
 
-FLAGS = {"gpu_memory_gb": "--gpu-memory"}  # the API's parameter names in errors, as this command's options
+FLAGS = {
+    "gpu_memory_gb": "--gpu-memory",
+    "plans_from": "--plans-from",
+    "network": "--network",
+}  # the API's parameter names in errors, as this command's options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +26,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--network", default=None, help=f"registered network for every configuration (default: {DEFAULT_NETWORK})"
     )
+    parser.add_argument(
+        "--plans-from",
+        default=None,
+        metavar="SOURCE",
+        help="a dataset of the workspace (or a plans.json) whose networks, topologies, patch and batch sizes and "
+        "spacings to keep, with this dataset's normalisation and labels, to fine-tune its trained network here",
+    )
     parser.add_argument("--workers", type=int, default=None, help="processes reading cases (default: CPUs, at most 8)")
 
 
@@ -29,7 +40,13 @@ def run(args: argparse.Namespace) -> int:
     console = Console()
     try:
         plans = plan(
-            args.dataset, args.workspace, args.gpu_memory, args.network, args.workers, console_progress(console)
+            args.dataset,
+            args.workspace,
+            args.gpu_memory,
+            args.network,
+            args.workers,
+            console_progress(console),
+            plans_from=args.plans_from,
         )
     except DatasetCheckError as error:
         show_report(console, error.dataset, error.report)

@@ -25,6 +25,9 @@ network's ``pretrained_skip`` are skipped. Tensors are adapted when the shapes d
   ``reduction`` weight repeats and halves, so inputs constant along depth merge as in 2D.
 
 Any other difference is a ValueError naming the key and both shapes.
+
+``load_fitting`` loads a whole trained network's state dict (any family) into another network: every tensor of the
+same name and shape, nothing adapted, the rest reported (``FitReport``).
 """
 
 from __future__ import annotations
@@ -201,4 +204,47 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, torc
     log.debug(
         "load_pretrained: missing %s; unexpected %s; skipped %s", report.missing, report.unexpected, report.skipped
     )
+    return report
+
+
+@dataclass
+class FitReport:
+    """What ``load_fitting`` did; keys sorted.
+
+    Attributes:
+        loaded: model keys set from the checkpoint (same name, same shape).
+        missing: model keys the checkpoint does not hold, left as they were.
+        shape_differs: model key -> (checkpoint shape, model shape), left as they were (e.g. the output layers of
+            another number of classes).
+        unexpected: checkpoint keys that name nothing in the model.
+    """
+
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    shape_differs: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+
+
+def load_fitting(model: nn.Module, state: Mapping[str, torch.Tensor]) -> FitReport:
+    """Load every tensor of ``state`` (a whole network's state dict) whose name and shape fit ``model``.
+
+    Nothing is adapted: a tensor of another shape (the segmentation and deep-supervision heads of another number of
+    classes, the first convolution of another channel count) is left as the model has it and reported.
+    """
+    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    model_state = model.state_dict()
+    report = FitReport()
+    fitting = {}
+    for key, target in model_state.items():
+        if key not in state:
+            report.missing.append(key)
+        elif state[key].shape != target.shape:
+            report.shape_differs[key] = (tuple(state[key].shape), tuple(target.shape))
+        else:
+            fitting[key] = state[key]
+    model.load_state_dict(fitting, strict=False)
+    report.loaded = sorted(fitting)
+    report.missing.sort()
+    report.shape_differs = dict(sorted(report.shape_differs.items()))
+    report.unexpected = sorted(set(state) - set(model_state))
     return report

@@ -234,6 +234,14 @@ def _lowres(
     return plan
 
 
+def fingerprint_summary(fingerprint: Fingerprint) -> dict[str, Any]:
+    """What plans keep of the fingerprint: everything but the cases and notes."""
+    summary = fingerprint.to_dict()
+    summary.pop("cases")
+    summary.pop("notes")
+    return summary
+
+
 def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, network: str | None = None) -> Plans:
     """Plans for every configuration the dataset warrants.
 
@@ -274,9 +282,7 @@ def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, networ
         dataset_voxels,
         normalization,
     )
-    summary = fingerprint.to_dict()
-    summary.pop("cases")
-    summary.pop("notes")
+    summary = fingerprint_summary(fingerprint)
     for name, cfg in configurations.items():
         logger.info(
             "%s: %s, spacing %s, patch %s, batch %d, ~%.1f GB",

@@ -39,6 +39,7 @@ UNET_TOPOLOGY_KEYS = (
     "n_blocks_per_stage",
     "n_conv_per_stage_decoder",
 )
+PLANS_FROM_KEYS = ("dataset", "file", "sha256")
 MAX_VOXELS_PER_CASE = 2**31
 """A target spacing giving the median case more voxels than this (8 GiB per float32 channel) is refused."""
 UPSAMPLING_WARNING = 8.0
@@ -92,9 +93,14 @@ class Plans:
     fingerprint: dict[str, Any]
     configurations: dict[str, ConfigurationPlan]
     schema_version: int = SCHEMA_VERSION
+    plans_from: dict[str, str] | None = None
+    """Plans derived from another dataset's (``plan --plans-from``): its ``dataset``, ``file`` and ``sha256``."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["plans_from"] is None:  # plans of the dataset's own read and write as before the field existed
+            del data["plans_from"]
+        return data
 
     def save(self, path: Path) -> None:
         """Write as readable JSON, atomically (``mambaseg.io.atomic``), creating the folder."""
@@ -160,6 +166,9 @@ def validate_plans(plans: Plans, source: str = "plans") -> None:
         "at least one configuration",
         plans.configurations,
     )
+    derived = plans.plans_from
+    derived_ok = derived is None or (_str_map(derived) and set(derived) == set(PLANS_FROM_KEYS))
+    top.check(derived_ok, "plans_from", f"null or an object of strings {list(PLANS_FROM_KEYS)}", derived)
     for name, plan in plans.configurations.items():
         _validate_configuration(plans, name, plan, _Fields(f"{source}: configuration {name!r}"))
 

@@ -137,6 +137,21 @@ class FoldFiles:
     def validation_probabilities(self, case: str) -> Path:
         return self.validation / f"{case}.npz"
 
+    @classmethod
+    def parse(cls, folder: str | os.PathLike) -> FoldFiles:
+        """The fold of an existing folder named ``fold_K`` (``K`` a number or ``all``).
+
+        Raises:
+            LayoutError: no such folder, or its name is not a fold's.
+        """
+        folder = Path(folder).expanduser()
+        fold = folder.name.removeprefix(FOLD_PREFIX)
+        if not folder.is_dir():
+            raise LayoutError(f"{folder}: no such fold folder")
+        if not folder.name.startswith(FOLD_PREFIX) or not (fold.isdigit() or fold == FOLD_ALL):
+            raise LayoutError(f"{folder}: not a fold folder named {FOLD_PREFIX}K (K a number or {FOLD_ALL!r})")
+        return cls(folder, fold)
+
     @property
     def is_numbered(self) -> bool:
         """A cross-validation fold (``fold_all`` trains on every case and validates nothing held out)."""
@@ -283,6 +298,11 @@ class Workspace:
         path = Path(value).expanduser()
         candidate = self.raw / str(value)
         return candidate if not path.exists() and candidate.is_dir() else path
+
+    def plans_source(self, value: str | os.PathLike) -> Path:
+        """``value`` where it is a file (a ``plans.json``), else the ``plans.json`` of the dataset of that name."""
+        path = Path(value).expanduser()
+        return path if path.is_file() else self.dataset(str(value)).plans
 
     def dataset(self, name: str) -> DatasetFiles:
         return DatasetFiles(self.root / name)

@@ -7,15 +7,18 @@ writes its file into the workspace and returns what it made.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 from mambaseg.data import CheckReport, Dataset, check_dataset, load_dataset
 from mambaseg.io.progress import Progress
 from mambaseg.planning.fingerprint import Fingerprint, extract_fingerprint
 from mambaseg.planning.planner import plan_experiment
 from mambaseg.planning.plans import Plans, load_plans
+from mambaseg.planning.transfer import transfer_plans
 from mambaseg.preprocessing import preprocess_dataset
 from mambaseg.preprocessing.dataset import PreprocessSummary
 from mambaseg.workspace.layout import Workspace, resolve_workspace
@@ -125,22 +128,58 @@ def plan(
     network: str | None = None,
     workers: int | None = None,
     progress: Progress | None = None,
+    plans_from: str | os.PathLike | None = None,
 ) -> Plans:
     """Check the dataset, fingerprint it where not done yet, plan and write ``plans.json``.
 
     Args:
         dataset: folder, name under ``WORKSPACE/raw``, or ``Dataset``.
         workspace: the workspace.
-        gpu_memory_gb: the training memory budget.
+        gpu_memory_gb: the training memory budget (not used with ``plans_from``: the source's is kept).
         network: a registered network for every configuration (None: the planner's default).
         workers: processes reading cases.
         progress: where to report progress (default: nowhere).
+        plans_from: a dataset name in the workspace, or a ``plans.json``, whose configurations (network, topology,
+            patch, batch, spacing) to keep, with this dataset's normalisation and labels
+            (``planning.transfer``), so that a network trained there can be fine-tuned here.
+
+    Raises:
+        ValueError: ``plans_from`` has no plans, or another channel count or dimensionality; ``network`` given
+            with ``plans_from``.
     """
     ws = open_workspace(workspace)
+    if plans_from is not None and network is not None:
+        raise ValueError(f"network {network!r}: the networks come from plans_from ({plans_from}); give one of the two")
+    source = _plans_source(ws, plans_from) if plans_from is not None else None
     loaded = checked_dataset(dataset, ws, workers, progress)
-    plans = plan_experiment(_fingerprint_of(loaded, ws, workers, progress), gpu_memory_gb, network)
-    plans.save(ws.dataset(loaded.name).plans)
+    target = ws.dataset(loaded.name).plans
+    found = _fingerprint_of(loaded, ws, workers, progress)
+    if source is None:
+        plans = plan_experiment(found, gpu_memory_gb, network)
+    else:
+        if source.resolve() == target.resolve():
+            raise ValueError(f"plans_from {plans_from}: {source} is the plans of {loaded.name} itself")
+        source_plans = load_plans(source)
+        record = {
+            "dataset": source_plans.dataset_name,
+            "file": str(source.resolve()),
+            "sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        }
+        plans = transfer_plans(source_plans, found, record)
+        log.info("plans of %s from those of %s (%s)", loaded.name, record["dataset"], source)
+    plans.save(target)
     return plans
+
+
+def _plans_source(workspace: Workspace, plans_from: str | os.PathLike) -> Path:
+    """The ``plans.json`` that ``plans_from`` names (a file, or a dataset of the workspace that has plans)."""
+    path = workspace.plans_source(plans_from)
+    if not path.is_file():
+        raise ValueError(
+            f"plans_from {plans_from}: neither a plans file nor a dataset of {workspace.root} with plans "
+            f"(no {path}); plan that dataset first"
+        )
+    return path
 
 
 def replan_for(dataset: Dataset, workspace: Workspace, plans: Plans, network: str) -> Plans:

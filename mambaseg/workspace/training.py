@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,7 +32,15 @@ from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
 from mambaseg.workspace.config import compose_train_config
-from mambaseg.workspace.layout import FOLD_ALL, FoldFiles, Workspace
+from mambaseg.workspace.layout import (
+    FOLD_ALL,
+    FOLD_PREFIX,
+    CheckpointFiles,
+    FoldFiles,
+    LayoutError,
+    RunFiles,
+    Workspace,
+)
 from mambaseg.workspace.preparation import (
     DatasetArg,
     WorkspaceArg,
@@ -69,6 +78,39 @@ def fold_cases(workspace: Workspace, dataset: Dataset, fold: str) -> tuple[list[
         raise ValueError(f"fold {fold!r} does not exist: {path} has folds 0-{len(splits) - 1}, or use 'all'")
     split = splits[int(fold)]
     return list(split["train"]), list(split["val"])
+
+
+def pretrained_file(value: str | None) -> str | None:
+    """``network.pretrained`` as a file: a fold or run folder becomes the path of its final checkpoint.
+
+    A fold folder gives its ``checkpoint_final.pt``; a run folder that of its first fold with one (numbered folds in
+    order, then ``all``), said in the log; a file (or None) passes as it is.
+
+    Raises:
+        ValueError: a folder that is not a fold or run folder, or has no finished fold, naming it.
+    """
+    if not value or not Path(value).expanduser().is_dir():
+        return value
+    path = Path(value).expanduser().resolve()
+    try:
+        folds = [FoldFiles.parse(path)] if path.name.startswith(FOLD_PREFIX) else RunFiles.parse(path).folds()
+    except LayoutError as err:
+        raise ValueError(f"network.pretrained: {err}; give a checkpoint file, a fold folder or a run folder") from err
+    finished = [fold for fold in folds if fold.checkpoints.final.is_file()]
+    if not finished:
+        raise ValueError(
+            f"network.pretrained: {path} has no finished fold (no {CheckpointFiles.in_folder(path).final.name}); "
+            "train it to the end, or give one of its checkpoint files"
+        )
+    chosen = finished[0]
+    if len(folds) > 1:
+        log.info(
+            "network.pretrained: %s has folds %s; starting from fold %s (give a fold folder to choose another)",
+            path,
+            ", ".join(fold.fold for fold in folds),
+            chosen.fold,
+        )
+    return str(chosen.checkpoints.final)
 
 
 def _check_fold(dataset: Dataset, workspace: Workspace, fold: str) -> None:
@@ -205,6 +247,7 @@ def train(
     fold = str(fold)
     check_workers(workers)
     config = compose_train_config(list(overrides))
+    config["network"]["pretrained"] = pretrained_file(config["network"].get("pretrained"))
     with distributed(device) as (torch_device, is_main):
         if deterministic:
             make_deterministic()

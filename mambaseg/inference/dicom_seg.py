@@ -103,9 +103,7 @@ def load_segment_codes(path: str | Path, label_names: Mapping[int, str]) -> dict
     found = {}
     for label, entry in content.items():
         if label not in index:
-            raise DicomSegError(
-                f"{path}: label {label!r} is not a label of the model (its labels: {', '.join(index)})"
-            )
+            raise DicomSegError(f"{path}: label {label!r} is not a label of the model (its labels: {', '.join(index)})")
         if not isinstance(entry, dict) or sorted(entry) != sorted(_CODE_KEYS):
             keys = sorted(entry) if isinstance(entry, dict) else entry
             raise DicomSegError(f"{path}: label {label!r}: needs exactly 'category' and 'type', got {keys!r}")

@@ -4,8 +4,9 @@ The zip holds a small workspace of one dataset, with exactly what prediction nee
 
     manifest.json                                     what was exported, and each file's SHA-256
     DATASET/dataset.json                              {"name", "labels", "channel_names"} of the dataset
-    DATASET/inference_instructions.json               runs, folds and postprocessing (find-best's schema;
-                                                      only where every fold is numbered)
+    DATASET/inference_instructions.json               runs, folds and postprocessing in find-best's schema
+                                                      (where the runs share numbered folds), so that the
+                                                      extracted folder also works as ``predict -d DATASET``
     DATASET/runs/CONFIGURATION__NETWORK/fold_K/plan.json
     DATASET/runs/CONFIGURATION__NETWORK/fold_K/checkpoint_KIND.pt    KIND: final or best
 

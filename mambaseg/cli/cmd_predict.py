@@ -1,7 +1,8 @@
-"""Predict masks for new images with one run (-m RUN) or as find-best chose for a dataset (-d DATASET).
+"""Predict masks for new images with one run or exported model (-m) or as find-best chose (-d DATASET).
 
 ``mambaseg predict -i INPUT -o OUTPUT -m WORKSPACE/DATASET/runs/CONFIG__NETWORK`` averages the folds of
-one run. ``mambaseg predict -i INPUT -o OUTPUT -d DATASET [--workspace W]`` follows
+one run; ``-m MODEL.zip`` predicts with a model written by ``mambaseg export-model`` (extracted once into
+``WORKSPACE/exported_models/``). ``mambaseg predict -i INPUT -o OUTPUT -d DATASET [--workspace W]`` follows
 ``W/DATASET/inference_instructions.json`` (written by ``mambaseg find-best``): its runs and folds,
 their probabilities averaged, then its postprocessing.
 
@@ -31,6 +32,7 @@ FLAGS = {
     "part_id": "--part-id",
     "save_probabilities": "--save-probabilities",
     "dicom_seg": "--dicom-seg",
+    "segment_codes": "--segment-codes",
 }  # the API's parameter names in errors, as this command's options
 
 
@@ -38,7 +40,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-i", "--input", required=True, help="image file, folder of images, or DICOM series folder(s)")
     parser.add_argument("-o", "--output", required=True, help="folder for the masks (not inside the input)")
     model = parser.add_mutually_exclusive_group(required=True)
-    model.add_argument("-m", "--model", help="one run: its folder WORKSPACE/DATASET/runs/CONFIG__NETWORK")
+    model.add_argument(
+        "-m",
+        "--model",
+        help="one run (its folder WORKSPACE/DATASET/runs/CONFIG__NETWORK), or a zip from `mambaseg export-model`",
+    )
     model.add_argument(
         "-d",
         "--dataset",
@@ -52,12 +58,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint",
         choices=[k for k in CHECKPOINT_KINDS if k != "latest"],
-        default="final",
-        help="which checkpoint per fold",
+        help="which checkpoint per fold (default: final; a zip holds the kind it was exported with)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: cuda when available)")
     parser.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz (float16) and CASE.json")
     parser.add_argument("--dicom-seg", action="store_true", help="also write CASE.dcm, a DICOM-SEG, for DICOM input")
+    parser.add_argument(
+        "--segment-codes",
+        help="with --dicom-seg: JSON file giving labels coded concepts, e.g. "
+        '{"liver": {"category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "10200004", "Liver"]}}',
+    )
     parser.add_argument("--overwrite", action="store_true", help="predict again cases whose outputs exist")
     parser.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring (faster, less accurate)")
     parser.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch")
@@ -85,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
             step=args.step,
             save_probabilities=args.save_probabilities,
             dicom_seg=args.dicom_seg,
+            segment_codes=args.segment_codes,
             overwrite=args.overwrite,
             num_parts=args.num_parts,
             part_id=args.part_id,

@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "check": "cmd_check",
     "convert": "cmd_convert",
     "evaluate": "cmd_evaluate",
+    "export-model": "cmd_export_model",
     "find-best": "cmd_find_best",
     "fingerprint": "cmd_fingerprint",
     "plan": "cmd_plan",

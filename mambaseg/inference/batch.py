@@ -23,7 +23,7 @@ from typing import Protocol
 
 import numpy as np
 
-from mambaseg.inference.dicom_seg import build_dicom_seg
+from mambaseg.inference.dicom_seg import SegmentCode, build_dicom_seg
 from mambaseg.inference.inputs import InputCase, check_channels, load_case
 from mambaseg.inference.predictor import Prediction
 from mambaseg.io import Image, write_image
@@ -53,11 +53,12 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What the outputs record about the model: its name, channels and class names."""
+    """What the outputs record about the model: its name, channels, class names and their DICOM-SEG codes."""
 
     name: str
     channel_names: Mapping[str, str]
     label_names: Mapping[int, str]
+    segment_codes: Mapping[int, SegmentCode] = field(default_factory=dict)
 
 
 @dataclass
@@ -117,7 +118,9 @@ def write_outputs(case: InputCase, prediction: Prediction, outputs: Mapping[str,
         text = json.dumps(_sidecar(case, mask, run, n_classes), indent=2) + "\n"
         write_atomically(outputs[SIDECAR], lambda f: f.write(text.encode()))
     if DICOM_SEG in outputs:
-        seg = build_dicom_seg(mask, case.sources[0], case.series_uid or "", run.label_names, run.name)
+        seg = build_dicom_seg(
+            mask, case.sources[0], case.series_uid or "", run.label_names, run.name, run.segment_codes
+        )
         write_atomically(outputs[DICOM_SEG], seg.save_as)
     if MASK in outputs:
         write_image(mask, outputs[MASK])

@@ -5,11 +5,21 @@ normal, rows and columns as stored. Each mask slice is matched to its source ins
 position (its first voxel against ImagePositionPatient), never by file order, and the slice
 orientation must equal the instances' ImageOrientationPatient, so frame k of the SEG lies exactly
 on the instance it references.
+
+Segments are labelled with the dataset's label names (``dataset.json``, through the plans) and coded as
+SCT "Tissue" unless a mapping file gives a label its coded concept, as highdicom expects them::
+
+    {"liver": {"category": ["SCT", "123037004", "Anatomical Structure"], "type": ["SCT", "10200004", "Liver"]}}
+
+Each code is ``[coding scheme designator, code value, code meaning]`` (an optional fourth item: the scheme
+version); ``category`` is the segmented property category, ``type`` the segmented property type.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import highdicom as hd
@@ -17,6 +27,7 @@ import numpy as np
 import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.sr.codedict import codes
+from pydicom.sr.coding import Code
 
 import mambaseg
 from mambaseg.io import Image
@@ -37,6 +48,67 @@ _ORIENTATION_TOLERANCE = 1e-3
 
 class DicomSegError(ValueError):
     """A DICOM-SEG that cannot be made for this series; the message names the file or folder and the value."""
+
+
+@dataclass(frozen=True)
+class SegmentCode:
+    """The coded concept of one segment: its property category and type."""
+
+    category: Code
+    type: Code
+
+
+DEFAULT_SEGMENT_CODE = SegmentCode(codes.SCT.Tissue, codes.SCT.Tissue)
+_CODE_KEYS = ("category", "type")
+
+
+def _code(path: Path, label: str, key: str, value: object) -> Code:
+    if (
+        not isinstance(value, list)
+        or len(value) not in (3, 4)
+        or not all(isinstance(item, str) and item.strip() for item in value)
+    ):
+        raise DicomSegError(
+            f'{path}: label {label!r}: {key!r} must be [scheme, value, meaning] (e.g. ["SCT", "10200004", '
+            f'"Liver"]), got {value!r}'
+        )
+    scheme, code_value, meaning, *version = value
+    try:
+        return Code(code_value, scheme, meaning, *version)
+    except (TypeError, ValueError) as err:
+        raise DicomSegError(f"{path}: label {label!r}: {key!r} {value!r} is not a valid code: {err}") from err
+
+
+def load_segment_codes(path: str | Path, label_names: Mapping[int, str]) -> dict[int, SegmentCode]:
+    """The coded concept of each label a mapping file names, by class index (see the module's docstring).
+
+    Args:
+        path: a JSON object, label name -> ``{"category": [...], "type": [...]}``.
+        label_names: class index -> label name, of the model.
+
+    Raises:
+        DicomSegError: unreadable JSON, an unknown or background label, or a malformed entry; naming the file and
+            the label.
+    """
+    path = Path(path).expanduser()
+    try:
+        content = json.loads(path.read_text())
+    except OSError as err:
+        raise DicomSegError(f"{path}: cannot read the segment codes: {err.strerror}") from err
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DicomSegError(f"{path}: the segment codes are not valid JSON: {err}") from err
+    if not isinstance(content, dict):
+        raise DicomSegError(f"{path}: expected a JSON object of label name -> codes, got {type(content).__name__}")
+    index = {name: k for k, name in label_names.items() if k > 0}
+    found = {}
+    for label, entry in content.items():
+        if label not in index:
+            raise DicomSegError(f"{path}: label {label!r} is not a label of the model (its labels: {', '.join(index)})")
+        if not isinstance(entry, dict) or sorted(entry) != sorted(_CODE_KEYS):
+            keys = sorted(entry) if isinstance(entry, dict) else entry
+            raise DicomSegError(f"{path}: label {label!r}: needs exactly 'category' and 'type', got {keys!r}")
+        found[index[label]] = SegmentCode(*(_code(path, label, key, entry[key]) for key in _CODE_KEYS))
+    return found
 
 
 def read_series_datasets(folder: str | Path, series_uid: str) -> list[pydicom.Dataset]:
@@ -118,6 +190,7 @@ def build_dicom_seg(
     series_uid: str,
     label_names: Mapping[int, str],
     model_name: str,
+    segment_codes: Mapping[int, SegmentCode] | None = None,
 ) -> hd.seg.Segmentation:
     """A BINARY DICOM-SEG of ``mask`` with one segment per foreground class, referencing the source series.
 
@@ -127,6 +200,7 @@ def build_dicom_seg(
         series_uid: its SeriesInstanceUID.
         label_names: class index -> name; every class from 1 to the largest is described.
         model_name: the algorithm's name in the segment descriptions (the run folder's name).
+        segment_codes: class index -> coded concept (``load_segment_codes``); others are coded SCT Tissue.
     """
     datasets = read_series_datasets(series_folder, series_uid)
     _check_uids(datasets)
@@ -139,8 +213,8 @@ def build_dicom_seg(
         hd.seg.SegmentDescription(
             segment_number=k,
             segment_label=label_names.get(k, f"label {k}"),
-            segmented_property_category=codes.SCT.Tissue,
-            segmented_property_type=codes.SCT.Tissue,
+            segmented_property_category=(segment_codes or {}).get(k, DEFAULT_SEGMENT_CODE).category,
+            segmented_property_type=(segment_codes or {}).get(k, DEFAULT_SEGMENT_CODE).type,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
             algorithm_identification=algorithm,
         )

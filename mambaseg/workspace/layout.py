@@ -12,6 +12,11 @@
           metrics.csv  progress.png  training.log
           validation/                                CASE<ending> (masks), summary.json, metrics.csv
       pretraining/IMAGEFOLDER__NETWORK/              config.yaml, checkpoints, log files, encoder.pt
+      exported_models/ZIPNAME-DIGEST/                models given to ``predict -m MODEL.zip``, extracted (a cache)
+
+An exported model (``mambaseg export-model``; the zip's format is in ``mambaseg.workspace.export``) is a
+small workspace of one dataset: ``manifest.json``, ``DATASET/dataset.json`` (labels and channel names),
+``DATASET/inference_instructions.json``, and the runs' ``fold_K/plan.json`` and checkpoints.
 
 Lower layers never compose these names: they are handed the paths (``FoldFiles``, ``RunLogFiles``...).
 """
@@ -28,6 +33,7 @@ RUN_NAME_SEPARATOR = "__"
 FOLD_PREFIX = "fold_"
 FOLD_ALL = "all"
 CHECKPOINT_KINDS = ("final", "best", "latest")
+EXPORTED_MODELS = "exported_models"
 
 
 class LayoutError(ValueError):
@@ -230,6 +236,11 @@ class DatasetFiles:
         return self.folder / "inference_instructions.json"
 
     @property
+    def dataset_json(self) -> Path:
+        """``dataset.json`` of an exported model: the dataset's labels and channel names (nnU-Net's keys)."""
+        return self.folder / "dataset.json"
+
+    @property
     def demo_results(self) -> Path:
         """What ``mambaseg demo`` writes after training: predictions, their evaluation, overlay images."""
         return self.folder / "demo"
@@ -284,6 +295,26 @@ class PretrainingFiles:
 
 
 @dataclass(frozen=True)
+class ExportedModelFiles:
+    """An exported model's files: a workspace of one dataset's runs, with ``manifest.json`` at its root."""
+
+    folder: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.folder / "manifest.json"
+
+    @property
+    def workspace(self) -> Workspace:
+        """The folder as a workspace: its runs are found as in any workspace."""
+        return Workspace(self.folder)
+
+    def entry(self, path: Path) -> str:
+        """The name of ``path`` (a file of this model) inside the zip: relative, with ``/``."""
+        return Path(path).relative_to(self.folder).as_posix()
+
+
+@dataclass(frozen=True)
 class Workspace:
     """The workspace folder."""
 
@@ -310,6 +341,16 @@ class Workspace:
     def relative(self, path: Path) -> str:
         """``path`` relative to the workspace, as files in it refer to each other."""
         return Path(path).resolve().relative_to(self.root).as_posix()
+
+    @property
+    def exported_models(self) -> Path:
+        """Where ``predict`` extracts the exported models (zips) it is given."""
+        return self.root / EXPORTED_MODELS
+
+    def exported_model(self, archive: Path, digest: str) -> ExportedModelFiles:
+        """The extracted copy of the model zip ``archive`` whose SHA-256 is ``digest``."""
+        stem = Path(archive).name.removesuffix(".zip") or "model"
+        return ExportedModelFiles(self.exported_models / f"{stem}-{digest[:16]}")
 
     def pretraining(self, image_folder: Path, network: str) -> PretrainingFiles:
         return PretrainingFiles(self.root / "pretraining" / f"{Path(image_folder).name}{RUN_NAME_SEPARATOR}{network}")

@@ -71,11 +71,35 @@ def find_instructed_runs(workspace: Workspace, dataset: str, checkpoint: str = "
         raise RunError(f"{path}: no inference instructions; run find-best on {dataset} first")
     instructions = load_instructions(path)
     folds = [str(fold) for fold in instructions.folds]
-    runs = []
-    for relative in instructions.runs:
+    return find_runs(
+        workspace, [(relative, folds) for relative in instructions.runs], instructions.postprocessing, checkpoint, path
+    )
+
+
+def find_runs(
+    workspace: Workspace,
+    runs: Sequence[tuple[str, Sequence[str]]],
+    postprocessing: Sequence[dict],
+    checkpoint: str,
+    source: Path,
+) -> InstructedRuns:
+    """The runs (folders relative to ``workspace``, each with its folds) to average, then ``postprocessing``.
+
+    Args:
+        workspace: the workspace (or an extracted exported model) holding the runs.
+        runs: ``(run folder relative to the workspace, fold names)`` of each run.
+        postprocessing: steps applied after averaging.
+        checkpoint: ``final`` or ``best``, for every fold.
+        source: the file that names the runs (inference instructions, or a model's manifest), for messages.
+
+    Raises:
+        RunError: a run, fold or checkpoint is missing, or the runs do not fit together.
+    """
+    found = []
+    for relative, folds in runs:
         try:
-            runs.append(find_run(Path(workspace.root) / relative, folds, checkpoint))
+            found.append(find_run(Path(workspace.root) / relative, folds, checkpoint))
         except RunError as error:
-            raise RunError(f"{path}: run {relative!r}: {error}") from error
-    check_compatible(runs, path)
-    return InstructedRuns(path, tuple(runs), instructions.postprocessing)
+            raise RunError(f"{source}: run {relative!r}: {error}") from error
+    check_compatible(found, source)
+    return InstructedRuns(source, tuple(found), list(postprocessing))

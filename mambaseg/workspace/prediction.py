@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -32,13 +33,14 @@ from mambaseg.inference.batch import (
     predict_cases,
     select_part,
 )
-from mambaseg.inference.dicom_seg import check_source_series
+from mambaseg.inference.dicom_seg import check_source_series, load_segment_codes
 from mambaseg.inference.ensemble import make_ensemble_predictor
 from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
 from mambaseg.inference.postprocessing import InferenceInstructions
 from mambaseg.inference.runs import make_predictor
 from mambaseg.io.progress import Progress
 from mambaseg.ops.scan_dispatch import check_backend_environment
+from mambaseg.workspace.export import is_model_archive, load_exported_model
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, Workspace
 from mambaseg.workspace.models import find_instructed_runs, find_run
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
@@ -121,19 +123,24 @@ def _model(
     model: str | os.PathLike | None,
     dataset: str | None,
     folds: Sequence[str] | None,
-    checkpoint: str,
+    checkpoint: str | None,
 ) -> tuple[Callable[..., CasePredictor], RunInfo]:
     """What ``model`` or ``dataset`` names, checked on disk: a function building its predictor, and its record."""
     if (model is None) == (dataset is None):
-        raise ValueError("give one of model (a run folder) and dataset (predict as find-best chose)")
-    if model is not None:
-        trained = find_run(model, folds, checkpoint)
+        raise ValueError("give one of model (a run folder or an exported model zip) and dataset (as find-best chose)")
+    if model is not None and is_model_archive(model):
+        if folds:
+            raise ValueError(f"folds {' '.join(folds)}: an exported model predicts with the folds it holds")
+        instructed = load_exported_model(model, workspace, checkpoint)
+    elif model is not None:
+        trained = find_run(model, folds, checkpoint or "final")
         return partial(make_predictor, trained), RunInfo(
             trained.run_dir.name, trained.plans.channel_names, trained.label_names
         )
-    if folds:
+    elif folds:
         raise ValueError(f"folds {' '.join(folds)}: with dataset the instructions choose the folds; give a model")
-    instructed = find_instructed_runs(workspace, dataset, checkpoint)
+    else:
+        instructed = find_instructed_runs(workspace, dataset, checkpoint or "final")
     first = instructed.runs[0]
     return partial(make_ensemble_predictor, instructed), RunInfo(
         instructed.name, first.plans.channel_names, first.label_names
@@ -155,12 +162,13 @@ def predict(
     dataset: str | None = None,
     workspace: WorkspaceArg = None,
     folds: Sequence[str] | None = None,
-    checkpoint: str = "final",
+    checkpoint: str | None = None,
     device: str = "auto",
     mirroring: bool = True,
     step: float = 0.5,
     save_probabilities: bool = False,
     dicom_seg: bool = False,
+    segment_codes: str | os.PathLike | None = None,
     overwrite: bool = False,
     num_parts: int | None = None,
     part_id: int | None = None,
@@ -172,16 +180,19 @@ def predict(
     Args:
         input: an image file, a folder of images, a DICOM series folder, or a folder of series folders.
         output: the folder for the masks (``CASE.nii.gz`` in each input's geometry); not inside ``input``.
-        model: a run folder ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK``; its folds are averaged.
+        model: a run folder ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK`` (its folds are averaged), or a
+            zip written by ``export_model`` (predicts as it records; extracted once into
+            ``WORKSPACE/exported_models/``).
         dataset: predict with the runs, folds and postprocessing of the dataset's inference instructions.
-        workspace: the workspace (with ``dataset``).
-        folds: with ``model``, the folds to average (default: every trained fold).
-        checkpoint: ``final`` or ``best`` per fold.
+        workspace: the workspace (with ``dataset``, or a model zip).
+        folds: with a run folder, the folds to average (default: every trained fold).
+        checkpoint: ``final`` or ``best`` per fold (default: final; for a zip, the kind it holds).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         mirroring: test-time mirroring.
         step: sliding-window step as a fraction of the patch, in (0, 1].
         save_probabilities: also write ``CASE.npz`` (float16) and ``CASE.json``.
         dicom_seg: also write a DICOM-SEG for DICOM input.
+        segment_codes: with ``dicom_seg``, a JSON file giving labels their coded concepts (see ``load_segment_codes``).
         overwrite: predict again cases whose outputs exist (otherwise they are skipped: running again resumes).
         num_parts: split the cases into this many parts (default: torchrun's world size).
         part_id: the part to predict, 0-based (default: torchrun's rank).
@@ -193,11 +204,16 @@ def predict(
     torch_device = resolve_device(device)
     check_backend_environment(torch_device)
     input, output = Path(input).expanduser(), Path(output).expanduser()
-    ws = open_workspace(workspace) if dataset is not None else None
+    if segment_codes is not None and not dicom_seg:
+        raise ValueError(f"segment_codes {segment_codes}: codes are for a DICOM-SEG; ask for dicom_seg too")
+    archive = model is not None and is_model_archive(model)
+    ws = open_workspace(workspace) if dataset is not None or archive else None
     parts, part = _parts(num_parts, part_id)
     check_output_folder(input, output)
     _check_writable(output)
     build_predictor, info = _model(ws, model, dataset, folds, checkpoint)
+    if segment_codes is not None:
+        info = dataclasses.replace(info, segment_codes=load_segment_codes(segment_codes, info.label_names))
     cases = discover_cases(input, series, len(info.channel_names))
     for case in cases:
         check_channels(case, info.channel_names)

@@ -11,6 +11,7 @@ folder, and returns what it made; the ``mambaseg`` command is a shell over these
     ms.predict("scans/", "masks/", dataset="Hippocampus", workspace="my_workspace")
 """
 
+from mambaseg.workspace.export import export_model
 from mambaseg.workspace.layout import Workspace, resolve_workspace
 from mambaseg.workspace.prediction import evaluate, find_best, predict
 from mambaseg.workspace.preparation import DatasetCheckError, check, fingerprint, plan, preprocess
@@ -23,6 +24,7 @@ __all__ = [
     "Workspace",
     "check",
     "evaluate",
+    "export_model",
     "find_best",
     "fingerprint",
     "plan",

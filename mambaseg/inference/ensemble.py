@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mambaseg.inference.postprocessing import apply_postprocessing, argmax_labels
+from mambaseg.inference.postprocessing import apply_postprocessing, probabilities_to_mask
 from mambaseg.inference.predictor import Prediction, Predictor
 from mambaseg.inference.runs import RunError, TrainedRun, make_predictor
 from mambaseg.io import Image, geometry_differences, read_image
@@ -178,6 +178,7 @@ class EnsemblePredictor:
         self.predictors = list(predictors)
         self.postprocessing = [dict(step) for step in postprocessing]
         self.num_classes = classes.pop()
+        self.regions_class_order = self.predictors[0].regions_class_order
 
     def predict(self, images: Sequence[Image], keep_probabilities: bool = False) -> Prediction:
         """The mask (and, if asked, the averaged probabilities) of one case given as one Image per channel."""
@@ -187,7 +188,7 @@ class EnsemblePredictor:
             total = probabilities if total is None else np.add(total, probabilities, out=total)
             del probabilities
         total /= len(self.predictors)
-        mask = apply_postprocessing(argmax_labels(total), self.postprocessing)
+        mask = apply_postprocessing(probabilities_to_mask(total, self.regions_class_order), self.postprocessing)
         return Prediction(images[0].with_array(mask), total if keep_probabilities else None)
 
 

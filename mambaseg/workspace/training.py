@@ -24,6 +24,8 @@ import torch
 
 from mambaseg.data import Dataset
 from mambaseg.data.splits import load_or_create_splits
+from mambaseg.evaluation.dice import item_key
+from mambaseg.evaluation.model_selection import foreground_labels, regions_class_order
 from mambaseg.evaluation.summary import CasePair, evaluate_cases, write_summary
 from mambaseg.inference.ensemble import write_probabilities
 from mambaseg.inference.predictor import Predictor
@@ -143,6 +145,7 @@ def validate_fold(
         device,
         mirror_axes=mirror_axes_for(plan),
         step=step,
+        regions_class_order=regions_class_order(dataset),
     )
     cases = {case.name: case for case in dataset.cases}
     pairs = []
@@ -166,10 +169,17 @@ def validate_fold(
             pairs.append(CasePair(name, mask_file, case.label_file))
         if writing is not None:
             writing.result()
-    names = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
+    if dataset.has_regions:  # scored per region, as find-best does
+        regions = foreground_labels(dataset)
+        names = {item_key(value): name for name, value in dataset.labels.items() if item_key(value) in regions}
+        names |= {(value,): name for name, value in dataset.labels.items() if isinstance(value, int)}
+        scored = regions
+    else:
+        names = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
+        scored = [value for value in names if value > 0 and value != dataset.ignore_label]
     summary = evaluate_cases(
         pairs,
-        [value for value in names if value > 0 and value != dataset.ignore_label],
+        scored,
         label_names=names,
         ignore_label=dataset.ignore_label,
         prediction=files.validation,

@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "demo": "cmd_demo",
     "check": "cmd_check",
     "convert": "cmd_convert",
+    "ensemble": "cmd_ensemble",
     "evaluate": "cmd_evaluate",
     "export-model": "cmd_export_model",
     "find-best": "cmd_find_best",

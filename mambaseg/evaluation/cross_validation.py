@@ -17,7 +17,7 @@ from typing import Protocol
 import numpy as np
 
 from mambaseg.evaluation.summary import label_array
-from mambaseg.inference.postprocessing import argmax_labels
+from mambaseg.inference.postprocessing import probabilities_to_mask
 from mambaseg.io import read_image
 
 log = logging.getLogger(__name__)
@@ -88,11 +88,13 @@ class CrossValidation:
         folds: run name -> fold -> that fold's validation files.
         file_ending: the masks' file ending.
         fold_of_case: validation case -> the fold it is validated in.
+        regions_class_order: for region-based runs (sigmoid probabilities per region), the label of each region.
     """
 
     folds: Mapping[str, Mapping[int, ValidationFiles]]
     file_ending: str
     fold_of_case: dict[str, int]
+    regions_class_order: Sequence[int] | None = None
 
     def mask_file(self, run: str, case: str) -> Path:
         return self.folds[run][self.fold_of_case[case]].validation_mask(case, self.file_ending)
@@ -130,7 +132,7 @@ class CrossValidation:
             if total is not None and total.shape != probabilities.shape:
                 raise SelectionError(f"{path}: {probabilities.shape[0]} classes, the other runs {total.shape[0]}")
             total = probabilities if total is None else total + probabilities
-        return argmax_labels(total)
+        return probabilities_to_mask(total / len(candidate.runs), self.regions_class_order)
 
     @staticmethod
     def _probabilities(path: Path, shape: tuple[int, ...]) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_hausdorff_distance, compute_surface_dice
 
-from mambaseg.evaluation.dice import dice_per_class
+from mambaseg.evaluation.dice import Item, dice_per_class, item_key, item_mask
 
 METRICS = ("dice", "hd95", "nsd")
 DEFAULT_TOLERANCE_MM = 1.0
@@ -81,18 +81,19 @@ def surface_dice(prediction: np.ndarray, reference: np.ndarray, spacing: Sequenc
 def case_metrics(
     prediction: np.ndarray,
     reference: np.ndarray,
-    labels: Sequence[int],
+    labels: Sequence[Item],
     spacing: Sequence[float],
-    tolerance_mm: float | Mapping[int, float] = DEFAULT_TOLERANCE_MM,
+    tolerance_mm: float | Mapping[Item, float] = DEFAULT_TOLERANCE_MM,
     ignore_label: int | None = None,
     metrics: Sequence[str] = METRICS,
-) -> dict[int, ClassScores]:
+) -> dict[Item, ClassScores]:
     """The ``metrics`` (default Dice, HD95 and NSD) and the voxel counts ``n_pred`` and ``n_ref`` of each label.
 
     Args:
         prediction: label map, the shape of ``reference``.
         reference: ground-truth label map.
-        labels: the labels to score (background usually left out).
+        labels: the labels to score (background usually left out), or regions (tuples of labels, scored as their
+            union).
         spacing: voxel size in mm in array order.
         tolerance_mm: NSD tolerance, one for all labels or one per label.
         ignore_label: reference value whose voxels count for neither mask.
@@ -107,11 +108,11 @@ def case_metrics(
     dices = dice_per_class(prediction, reference, labels)
     diagonal = image_diagonal_mm(reference.shape, spacing)
     scores = {}
-    for label in labels:
-        pred, ref = prediction == label, reference == label
+    for label in map(item_key, labels):
+        pred, ref = item_mask(prediction, label), item_mask(reference, label)
         n_pred, n_ref = int(pred.sum()), int(ref.sum())
         if not (n_pred or n_ref):
-            scores[int(label)] = unscored(metrics)
+            scores[label] = unscored(metrics)
             continue
         values: ClassScores = {"dice": dices[label]}
         if "hd95" in metrics:
@@ -119,7 +120,7 @@ def case_metrics(
         if "nsd" in metrics:
             tolerance = tolerance_mm[label] if isinstance(tolerance_mm, Mapping) else tolerance_mm
             values["nsd"] = surface_dice(pred, ref, spacing, tolerance) if n_pred and n_ref else 0.0
-        scores[int(label)] = {**{m: values[m] for m in metrics}, "n_pred": n_pred, "n_ref": n_ref}
+        scores[label] = {**{m: values[m] for m in metrics}, "n_pred": n_pred, "n_ref": n_ref}
     return scores
 
 

@@ -2,9 +2,13 @@
 
 As in nnU-Net, each candidate's validation predictions, merged over the folds, are scored against the ground
 truth, and candidates are ranked by the mean over foreground labels of the per-label mean Dice (ties go to
-fewer runs: cheaper inference). An ensemble of two runs averages their softmax probabilities, so it needs
-``CASE.npz`` beside every validation mask of both runs; without them it is skipped, with the reason.
+fewer runs: cheaper inference). An ensemble of two runs averages their softmax (or region sigmoid)
+probabilities, so it needs ``CASE.npz`` beside every validation mask of both runs; without them it is
+skipped, with the reason.
 Postprocessing is then chosen on the best candidate (``mambaseg.evaluation.postprocessing_choice``).
+Region-based datasets (labels that are lists of labels, nnU-Net's BraTS style) are scored per region, the
+union of its labels on the label maps, and ensembles turn averaged region probabilities into label maps by
+``regions_class_order``; no postprocessing is chosen for them.
 The result is the inference instructions, which the workspace layer writes.
 """
 
@@ -19,6 +23,7 @@ from itertools import combinations
 import numpy as np
 
 from mambaseg.data import Dataset
+from mambaseg.data.dataset import read_dataset_json
 from mambaseg.evaluation.cross_validation import (
     Candidate,
     CrossValidation,
@@ -26,9 +31,14 @@ from mambaseg.evaluation.cross_validation import (
     ValidationFiles,
     select_folds,
 )
-from mambaseg.evaluation.dice import dice_per_class, mean_per_class
+from mambaseg.evaluation.dice import Item, dice_per_class, item_key, mean_per_class
 from mambaseg.evaluation.metrics import without_ignored
-from mambaseg.evaluation.postprocessing_choice import PairSource, choose_postprocessing, foreground_dice
+from mambaseg.evaluation.postprocessing_choice import (
+    PairSource,
+    PostprocessingChoice,
+    choose_postprocessing,
+    foreground_dice,
+)
 from mambaseg.evaluation.summary import label_array
 from mambaseg.inference.postprocessing import InferenceInstructions
 
@@ -40,21 +50,44 @@ class Score:
     """Cross-validation mean Dice of a candidate, per label and over the foreground."""
 
     candidate: Candidate
-    dice: dict[int, float]
+    dice: dict[Item, float]
 
     @property
     def mean(self) -> float:
         return foreground_dice(self.dice)
 
 
-def foreground_labels(dataset: Dataset) -> list[int]:
-    """The dataset's foreground label values; SelectionError for region-based labels."""
-    if dataset.has_regions:
-        raise SelectionError(f"{dataset.dataset_json}: region-based labels are not supported by find-best")
-    labels = sorted(value for value in dataset.labels.values() if isinstance(value, int) and value > 0)
-    if not labels:
+def foreground_labels(dataset: Dataset) -> list[Item]:
+    """What find-best scores: the dataset's foreground labels or, for a region-based dataset, its regions
+    (tuples of labels, scored as their union on the label maps)."""
+    regions = dataset.has_regions
+    items = []
+    for name, value in dataset.labels.items():
+        if name == "ignore" or value == dataset.ignore_label:
+            continue
+        item = item_key([value] if regions and isinstance(value, int) else value)  # regions: every item a tuple
+        if item not in (0, (0,)):
+            items.append(item)
+    if not items:
         raise SelectionError(f"{dataset.dataset_json}: no foreground label to score, got labels {dataset.labels}")
-    return labels
+    return items if regions else sorted(items)
+
+
+def regions_class_order(dataset: Dataset) -> list[int] | None:
+    """``regions_class_order`` of a region-based dataset's ``dataset.json`` (None for plain labels).
+
+    Raises:
+        SelectionError: a region-based dataset without a valid ``regions_class_order``.
+    """
+    if not dataset.has_regions:
+        return None
+    order = read_dataset_json(dataset.root).get("regions_class_order")
+    regions = foreground_labels(dataset)
+    if not isinstance(order, list) or len(order) != len(regions) or not all(isinstance(v, int) for v in order):
+        raise SelectionError(
+            f"{dataset.dataset_json}: regions_class_order {order!r} must give one label per region {regions}"
+        )
+    return order
 
 
 def _pair_source(cv: CrossValidation, candidate: Candidate, dataset: Dataset) -> PairSource:
@@ -71,7 +104,7 @@ def _pair_source(cv: CrossValidation, candidate: Candidate, dataset: Dataset) ->
     return pairs
 
 
-def score_candidate(pairs: PairSource, labels: Sequence[int], ignore_label: int | None = None) -> dict[int, float]:
+def score_candidate(pairs: PairSource, labels: Sequence[Item], ignore_label: int | None = None) -> dict[Item, float]:
     """Mean Dice per label over the cases the source yields."""
     per_case = [dice_per_class(*without_ignored(p, r, ignore_label), labels) for p, r in pairs()]
     return mean_per_class(per_case)
@@ -111,7 +144,7 @@ def find_best(
     if not usable:
         raise SelectionError(f"{dataset.name}: no run has validated folds {fold_ids}")
     fold_of_case = {case: fold for fold in fold_ids for case in splits[fold]["val"]}
-    cv = CrossValidation(runs, dataset.file_ending, fold_of_case)
+    cv = CrossValidation(runs, dataset.file_ending, fold_of_case, regions_class_order(dataset))
     for name in usable:
         cv.check_masks(name)
 
@@ -130,7 +163,10 @@ def find_best(
         scores.append(score)
     scores.sort(key=_rank_key)
     best = scores[0]
-    choice = choose_postprocessing(_pair_source(cv, best.candidate, dataset), labels, dataset.ignore_label)
+    if dataset.has_regions:  # postprocessing steps clean labels; regions keep their predictions as they are
+        choice = PostprocessingChoice([], best.dice, best.dice)
+    else:
+        choice = choose_postprocessing(_pair_source(cv, best.candidate, dataset), labels, dataset.ignore_label)
 
     instructions = InferenceInstructions(
         dataset=dataset.name,

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from mambaseg.evaluation.dice import item_key
 from mambaseg.evaluation.metrics import (
     DEFAULT_TOLERANCE_MM,
     METRICS,
@@ -197,7 +198,8 @@ def evaluate_cases(
 
     Args:
         pairs: the cases, each a predicted and a reference mask (files, or images in memory).
-        labels: labels to score; default: every non-zero value found in either mask of any case.
+        labels: labels to score, or regions (tuples of labels, scored as their union, keyed ``"(1, 2)"``);
+            default: every non-zero value found in either mask of any case.
         label_names: a name per label value, stored in ``label_names`` (``dataset.json``'s labels inverted).
         metrics: which of ``dice``, ``hd95``, ``nsd`` to compute.
         tolerance_mm: NSD tolerance for all labels, or one per label.
@@ -212,6 +214,7 @@ def evaluate_cases(
         ValueError: an unknown metric.
     """
     metrics = checked_metrics(metrics)
+    labels = None if labels is None else [item_key(label) for label in labels]  # regions as tuples
     score = partial(evaluate_pair, labels=labels, tolerance_mm=tolerance_mm, ignore_label=ignore_label, metrics=metrics)
     if workers > 1 and len(pairs) > 1:
         with ProcessPoolExecutor(min(workers, len(pairs)), mp_context=get_context("spawn")) as pool:

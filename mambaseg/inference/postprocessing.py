@@ -150,3 +150,32 @@ def argmax_labels(probabilities: np.ndarray) -> np.ndarray:
     for start in range(0, mask.shape[0], ARGMAX_SLAB):
         mask[start : start + ARGMAX_SLAB] = probabilities[:, start : start + ARGMAX_SLAB].argmax(0)
     return mask
+
+
+REGION_THRESHOLD = 0.5
+
+
+def regions_to_labels(probabilities: np.ndarray, regions_class_order: Sequence[int]) -> np.ndarray:
+    """The label map of region-based predictions, as nnU-Net makes it: region i's voxels above 0.5 get
+    ``regions_class_order[i]``, later regions painted over earlier ones (the nested, smaller regions last).
+
+    Args:
+        probabilities: (r, *input) sigmoid probabilities, one channel per region.
+        regions_class_order: the label each region's voxels get, one per region (``dataset.json``).
+    """
+    if len(regions_class_order) != len(probabilities):
+        raise PostprocessingError(
+            f"regions_class_order {list(regions_class_order)}: one label per region needed, got {len(probabilities)} "
+            "region channels"
+        )
+    mask = np.zeros(probabilities.shape[1:], dtype=np.uint8 if max(regions_class_order, default=0) < 256 else np.uint16)
+    for channel, label in zip(probabilities, regions_class_order, strict=True):
+        mask[channel > REGION_THRESHOLD] = label
+    return mask
+
+
+def probabilities_to_mask(probabilities: np.ndarray, regions_class_order: Sequence[int] | None = None) -> np.ndarray:
+    """The mask of softmax probabilities (argmax) or, with ``regions_class_order``, of region sigmoids."""
+    if regions_class_order is None:
+        return argmax_labels(probabilities)
+    return regions_to_labels(probabilities, regions_class_order)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mambaseg.inference.postprocessing import argmax_labels
+from mambaseg.inference.postprocessing import probabilities_to_mask
 from mambaseg.inference.sliding_window import sliding_window_predict
 from mambaseg.io import Image
 from mambaseg.preprocessing.case import PreprocessingSpec, preprocess_image_for_inference, restore_to_original
@@ -49,6 +49,8 @@ class Predictor:
         mirror_axes: axes for test-time mirroring (empty for none).
         step: sliding-window step as a fraction of the patch.
         batch_size: windows per forward pass.
+        regions_class_order: for region-based models (one sigmoid channel per region, ``num_classes`` regions),
+            the label each region's voxels get (``dataset.json``); None for softmax classes.
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class Predictor:
         mirror_axes: Sequence[int] = (),
         step: float = 0.5,
         batch_size: int = 1,
+        regions_class_order: Sequence[int] | None = None,
     ) -> None:
         if not models:
             raise ValueError("Predictor needs at least one model")
@@ -72,6 +75,12 @@ class Predictor:
         self.mirror_axes = tuple(mirror_axes)
         self.step = step
         self.batch_size = batch_size
+        self.regions_class_order = None if regions_class_order is None else [int(c) for c in regions_class_order]
+        if self.regions_class_order is not None and len(self.regions_class_order) != num_classes:
+            raise ValueError(
+                f"regions_class_order {self.regions_class_order}: one label per region needed, the models have "
+                f"{num_classes} region channels"
+            )
 
     def _logits(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
         """(c, *case) -> (k, *case); a 2-D plan of 3-D data predicts slice by slice along the first axis."""
@@ -93,11 +102,13 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, data: np.ndarray) -> np.ndarray:
-        """Softmax probabilities (k, *case) of preprocessed data (c, *case), averaged over the models."""
+        """Softmax (or region sigmoid) probabilities (k, *case) of preprocessed data (c, *case), averaged over the
+        models."""
         image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
         total = None
         for model in self.models:
-            probs = softmax_(self._logits(model, image))
+            logits = self._logits(model, image)
+            probs = softmax_(logits) if self.regions_class_order is None else logits.sigmoid_()
             total = probs if total is None else total.add_(probs)
             del probs
         return total.div_(len(self.models)).numpy()
@@ -107,10 +118,15 @@ class Predictor:
         data, properties = preprocess_image_for_inference(images, self.spec)
         probabilities = self.probabilities(data)  # (k, *case)
         del data  # not needed while restoring, which makes a second volume of k classes
-        return restore_to_original(probabilities, properties)
+        if self.regions_class_order is None:
+            return restore_to_original(probabilities, properties)
+        # restoring fills the first channel with 1 outside the crop (softmax background); regions are 0 there
+        padded = np.concatenate([np.zeros_like(probabilities[:1]), probabilities])  # (1 + r, *case)
+        del probabilities
+        return np.ascontiguousarray(restore_to_original(padded, properties)[1:])
 
     def predict(self, images: Sequence[Image], keep_probabilities: bool = False) -> Prediction:
         """The mask (and, if asked, the probabilities) of one case given as one Image per channel."""
         probabilities = self.input_probabilities(images)  # (k, *input)
-        mask = argmax_labels(probabilities)
+        mask = probabilities_to_mask(probabilities, self.regions_class_order)
         return Prediction(images[0].with_array(mask), probabilities if keep_probabilities else None)

@@ -13,7 +13,7 @@ folder, and returns what it made; the ``mambaseg`` command is a shell over these
 
 from mambaseg.workspace.export import export_model
 from mambaseg.workspace.layout import Workspace, resolve_workspace
-from mambaseg.workspace.prediction import evaluate, find_best, predict
+from mambaseg.workspace.prediction import ensemble, evaluate, find_best, predict
 from mambaseg.workspace.preparation import DatasetCheckError, check, fingerprint, plan, preprocess
 from mambaseg.workspace.pretraining import pretrain
 from mambaseg.workspace.training import TrainResult, train
@@ -23,6 +23,7 @@ __all__ = [
     "TrainResult",
     "Workspace",
     "check",
+    "ensemble",
     "evaluate",
     "export_model",
     "find_best",

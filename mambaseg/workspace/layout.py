@@ -10,7 +10,8 @@
         runs/CONFIGURATION__NETWORK/fold_K/          K = 0..4 or ``all``
           config.yaml  plan.json  checkpoint_{latest,best,final}.pt
           metrics.csv  progress.png  training.log
-          validation/                                CASE<ending> (masks), summary.json, metrics.csv
+          validation/                                CASE<ending> (masks), CASE.npz (probabilities), summary.json,
+                                                     metrics.csv
       pretraining/IMAGEFOLDER__NETWORK/              config.yaml, checkpoints, log files, encoder.pt
       exported_models/ZIPNAME-DIGEST/                models given to ``predict -m MODEL.zip``, extracted (a cache)
 
@@ -26,6 +27,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from mambaseg.data.dataset import split_file_ending
 
 WORKSPACE_ENV = "MAMBASEG_WORKSPACE"
 DEFAULT_WORKSPACE = "mambaseg_workspace"
@@ -75,6 +78,46 @@ class EvaluationFiles:
     @classmethod
     def in_folder(cls, folder: Path) -> EvaluationFiles:
         return cls(folder / "summary.json", folder / "metrics.csv")
+
+
+PROBABILITIES_ENDING = ".npz"
+SIDECAR_ENDING = ".json"
+MASK_ENDING = ".nii.gz"
+
+
+@dataclass(frozen=True)
+class PredictionFolder:
+    """A folder of predictions: ``CASE.npz`` (probabilities) beside ``CASE.json`` (``predict --save-probabilities``)
+    or beside the mask ``CASE<ending>`` (a fold's ``validation/``)."""
+
+    folder: Path
+
+    def probability_cases(self) -> list[str]:
+        """The cases with saved probabilities, by name."""
+        return sorted(path.name[: -len(PROBABILITIES_ENDING)] for path in self.folder.glob(f"*{PROBABILITIES_ENDING}"))
+
+    def probabilities(self, case: str) -> Path:
+        return self.folder / f"{case}{PROBABILITIES_ENDING}"
+
+    def sidecar(self, case: str) -> Path:
+        return self.folder / f"{case}{SIDECAR_ENDING}"
+
+    def mask(self, case: str) -> Path | None:
+        """The existing mask file of ``case`` (any image ending), None when there is none."""
+        for path in sorted(self.folder.glob(f"{case}.*")):
+            stem, ending = split_file_ending(path.name)
+            if stem == case and ending not in (PROBABILITIES_ENDING, SIDECAR_ENDING) and path.is_file():
+                return path
+        return None
+
+    def geometry_source(self, case: str) -> Path | None:
+        """What gives the grid of ``case``'s probabilities: its sidecar, else its mask; None when neither exists."""
+        sidecar = self.sidecar(case)
+        return sidecar if sidecar.is_file() else self.mask(case)
+
+    def output_mask(self, case: str) -> Path:
+        """Where a mask of ``case`` is written (NIfTI, as ``predict`` writes them)."""
+        return self.folder / f"{case}{MASK_ENDING}"
 
 
 @dataclass(frozen=True)
@@ -141,7 +184,7 @@ class FoldFiles:
         return self.validation / f"{case}{file_ending}"
 
     def validation_probabilities(self, case: str) -> Path:
-        return self.validation / f"{case}.npz"
+        return PredictionFolder(self.validation).probabilities(case)
 
     @classmethod
     def parse(cls, folder: str | os.PathLike) -> FoldFiles:

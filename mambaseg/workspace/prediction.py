@@ -34,14 +34,22 @@ from mambaseg.inference.batch import (
     select_part,
 )
 from mambaseg.inference.dicom_seg import check_source_series, load_segment_codes
-from mambaseg.inference.ensemble import make_ensemble_predictor
+from mambaseg.inference.ensemble import (
+    EnsembleError,
+    EnsembleSummary,
+    ProbabilityFile,
+    average_probability_files,
+    make_ensemble_predictor,
+    write_probabilities,
+)
 from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
-from mambaseg.inference.postprocessing import InferenceInstructions
+from mambaseg.inference.postprocessing import InferenceInstructions, argmax_labels
 from mambaseg.inference.runs import make_predictor
-from mambaseg.io.progress import Progress
+from mambaseg.io import write_image
+from mambaseg.io.progress import Progress, as_progress
 from mambaseg.ops.scan_dispatch import check_backend_environment
 from mambaseg.workspace.export import is_model_archive, load_exported_model
-from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, Workspace
+from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, PredictionFolder, Workspace
 from mambaseg.workspace.models import find_instructed_runs, find_run
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
 from mambaseg.workspace.runtime import resolve_device
@@ -258,3 +266,84 @@ def evaluate(
     files = EvaluationFiles.in_folder(out)
     write_summary(summary, files.summary, files.table)
     return summary, files.summary, files.table
+
+
+def _ensemble_inputs(inputs: Sequence[str | os.PathLike], output: Path) -> list[PredictionFolder]:
+    folders = [PredictionFolder(Path(folder).expanduser()) for folder in inputs]
+    if len(folders) < 2:
+        raise EnsembleError(f"inputs: give at least two folders of probabilities to average, got {len(folders)}")
+    for folder in folders:
+        if not folder.folder.is_dir():
+            raise EnsembleError(f"inputs: {folder.folder} is not a folder")
+        if not folder.probability_cases():
+            raise EnsembleError(
+                f"inputs: {folder.folder} holds no CASE.npz; predict with save_probabilities, or validate with "
+                "validation.save_probabilities=true"
+            )
+        if folder.folder.resolve() == output.resolve():
+            raise EnsembleError(f"output {output}: is one of the input folders, whose masks would be overwritten")
+    return folders
+
+
+def ensemble(
+    inputs: Sequence[str | os.PathLike],
+    output: str | os.PathLike,
+    overwrite: bool = False,
+    save_probabilities: bool = False,
+    progress: Progress | None = None,
+) -> EnsembleSummary:
+    """Average the saved probabilities (``CASE.npz``) of several prediction folders into masks, as nnUNetv2_ensemble.
+
+    The cases present in every folder are averaged; each mask (``OUTPUT/CASE.nii.gz``) gets the case's geometry
+    from the ``CASE.json`` sidecar that ``predict(save_probabilities=True)`` writes or, in a fold's
+    ``validation/`` folder, from the mask beside the probabilities.
+
+    Args:
+        inputs: two or more folders of ``CASE.npz`` files.
+        output: the folder for the masks; not one of the inputs.
+        overwrite: average again cases whose mask exists (otherwise they are skipped).
+        save_probabilities: also write the averaged ``CASE.npz``.
+        progress: where to report each case done.
+
+    Raises:
+        EnsembleError: fewer than two folders, a folder without probabilities, no case common to all, a case
+            without geometry, or probability files whose classes or geometry differ (naming the files).
+    """
+    output = Path(output).expanduser()
+    folders = _ensemble_inputs(inputs, output)
+    present = [set(folder.probability_cases()) for folder in folders]
+    common = sorted(set.intersection(*present))
+    summary = EnsembleSummary(incomplete=sorted(set.union(*present) - set(common)))
+    if summary.incomplete:
+        log.warning(
+            "%d case(s) are not in every folder and are left out: %s",
+            len(summary.incomplete),
+            ", ".join(summary.incomplete),
+        )
+    if not common:
+        raise EnsembleError(f"inputs: no case has probabilities in every folder ({', '.join(map(str, inputs))})")
+    target = PredictionFolder(output)
+    with as_progress(progress).task("ensembling", len(common)) as task:
+        for case in common:
+            mask_file = target.output_mask(case)
+            if mask_file.is_file() and not overwrite:
+                summary.skipped.append(case)
+                task.advance()
+                continue
+            files = []
+            for folder in folders:
+                geometry = folder.geometry_source(case)
+                if geometry is None:
+                    raise EnsembleError(
+                        f"{folder.probabilities(case)}: neither {folder.sidecar(case).name} nor a mask of {case!r} "
+                        "beside it gives its geometry"
+                    )
+                files.append(ProbabilityFile(folder.probabilities(case), geometry))
+            probabilities, grid = average_probability_files(files)
+            output.mkdir(parents=True, exist_ok=True)
+            if save_probabilities:
+                write_probabilities(target.probabilities(case), probabilities)
+            write_image(grid.with_array(argmax_labels(probabilities)), mask_file)
+            summary.written.append(case)
+            task.advance()
+    return summary

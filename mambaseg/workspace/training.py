@@ -14,17 +14,22 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from mambaseg.data import Dataset
 from mambaseg.data.splits import load_or_create_splits
+from mambaseg.evaluation.dice import item_key
+from mambaseg.evaluation.model_selection import foreground_labels, regions_class_order
 from mambaseg.evaluation.summary import CasePair, evaluate_cases, write_summary
+from mambaseg.inference.ensemble import write_probabilities
 from mambaseg.inference.predictor import Predictor
-from mambaseg.io import write_image
+from mambaseg.io import Image, write_image
 from mambaseg.io.progress import Progress
 from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.planning.model import build_network, mirror_axes_for
@@ -149,11 +154,25 @@ def run_spec(
     )
 
 
-def validate_fold(spec: RunSpec, model: torch.nn.Module, device: torch.device, step: float) -> dict[str, Any]:
+def _write_validation_case(
+    mask: Image, mask_file: Path, probabilities: np.ndarray | None, probabilities_file: Path
+) -> None:
+    if probabilities is not None:
+        write_probabilities(probabilities_file, probabilities)
+    else:
+        probabilities_file.unlink(missing_ok=True)  # of an earlier validation: not of this mask
+    write_image(mask, mask_file)  # last: a mask means the case is complete
+
+
+def validate_fold(
+    spec: RunSpec, model: torch.nn.Module, device: torch.device, step: float, save_probabilities: bool = True
+) -> dict[str, Any]:
     """Predict the fold's validation cases in their original geometry and score them as ``evaluate`` does.
 
-    Writes the masks, ``summary.json`` (evaluate's schema: Dice, HD95 and surface Dice per case and label) and
-    ``metrics.csv`` into the fold's ``validation/`` folder; returns the summary.
+    Writes the masks, with ``save_probabilities`` each case's softmax probabilities (``CASE.npz``, float16, as
+    ``predict --save-probabilities``; what find-best ensembles), ``summary.json`` (evaluate's schema: Dice, HD95
+    and surface Dice per case and label) and ``metrics.csv`` into the fold's ``validation/`` folder; returns the
+    summary. Files are written in a background thread while the next case is predicted.
     """
     plan, plans, dataset = spec.plan, spec.plans, spec.dataset
     files: FoldFiles = spec.files  # the workspace's files: run_spec made them
@@ -167,18 +186,41 @@ def validate_fold(spec: RunSpec, model: torch.nn.Module, device: torch.device, s
         device,
         mirror_axes=mirror_axes_for(plan),
         step=step,
+        regions_class_order=regions_class_order(dataset),
     )
     cases = {case.name: case for case in dataset.cases}
     pairs = []
-    for name in spec.val_cases:
-        case = cases[name]
-        mask_file = files.validation_mask(name, dataset.file_ending)
-        write_image(predictor.predict(case.load_images()).mask, mask_file)
-        pairs.append(CasePair(name, mask_file, case.label_file))
-    names = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
+    files.validation.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+        writing: Future | None = None
+        for name in spec.val_cases:
+            case = cases[name]
+            mask_file = files.validation_mask(name, dataset.file_ending)
+            prediction = predictor.predict(case.load_images(), keep_probabilities=save_probabilities)
+            if writing is not None:
+                writing.result()
+            writing = writer.submit(
+                _write_validation_case,
+                prediction.mask,
+                mask_file,
+                prediction.probabilities,
+                files.validation_probabilities(name),
+            )
+            del prediction
+            pairs.append(CasePair(name, mask_file, case.label_file))
+        if writing is not None:
+            writing.result()
+    if dataset.has_regions:  # scored per region, as find-best does
+        regions = foreground_labels(dataset)
+        names = {item_key(value): name for name, value in dataset.labels.items() if item_key(value) in regions}
+        names |= {(value,): name for name, value in dataset.labels.items() if isinstance(value, int)}
+        scored = regions
+    else:
+        names = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
+        scored = [value for value in names if value > 0 and value != dataset.ignore_label]
     summary = evaluate_cases(
         pairs,
-        [value for value in names if value > 0 and value != dataset.ignore_label],
+        scored,
         label_names=names,
         ignore_label=dataset.ignore_label,
         prediction=files.validation,
@@ -198,6 +240,12 @@ def dice_line(summary: dict[str, Any]) -> str:
     return f"{cell(summary['foreground_mean']['dice'])} ({per_label})"
 
 
+def validation_settings(config: dict) -> tuple[float, bool]:
+    """(sliding-window step, save probabilities) of the config's ``validation`` section."""
+    validation = config["validation"]
+    return float(validation["step"]), bool(validation.get("save_probabilities", True))
+
+
 def _validate_checkpoint(spec: RunSpec, config: dict, device: torch.device, checkpoint: str) -> dict[str, Any]:
     files: FoldFiles = spec.files
     path = files.checkpoints.get(checkpoint)
@@ -205,7 +253,7 @@ def _validate_checkpoint(spec: RunSpec, config: dict, device: torch.device, chec
         raise ValueError(f"validation_checkpoint: {path} does not exist; train the fold first (or choose another)")
     model = build_network(spec.plans, spec.plan, deep_supervision=False).to(device)
     model.load_state_dict(load_checkpoint(path, map_location=device).model)
-    return validate_fold(spec, model, device, float(config["validation"]["step"]))
+    return validate_fold(spec, model, device, *validation_settings(config))
 
 
 def train(
@@ -262,5 +310,5 @@ def train(
             summary = _validate_checkpoint(spec, config, torch_device, validation_checkpoint) if is_main else None
             return TrainResult(spec.files, summary)
         model = train_fold(spec, config, torch_device, continue_training)
-        summary = validate_fold(spec, model, torch_device, float(config["validation"]["step"])) if is_main else None
+        summary = validate_fold(spec, model, torch_device, *validation_settings(config)) if is_main else None
     return TrainResult(spec.files, summary)

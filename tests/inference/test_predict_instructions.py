@@ -134,7 +134,11 @@ def test_predict_follows_what_find_best_wrote(workspace, tmp_path):
     (Workspace(ws).dataset("Synthetic").instructions).unlink(missing_ok=True)
     assert main(["find-best", str(images.parent), "--workspace", str(ws), "--folds", "0"]) == 0
     chosen = json.loads((Workspace(ws).dataset("Synthetic").instructions).read_text())
-    assert len(chosen["runs"]) == 1 and chosen["runs"][0] in RUNS and chosen["folds"] == [0]  # no probabilities saved
+    assert chosen["folds"] == [0] and chosen["skipped"] == []  # validation saved probabilities: the pair is ranked
+    assert len(chosen["ranking"]) == 3  # both runs and their ensemble (tests/cli/test_ensemble.py follows a pair)
+    assert main(["find-best", str(images.parent), "--workspace", str(ws), "--folds", "0", "--no-ensembles"]) == 0
+    chosen = json.loads((Workspace(ws).dataset("Synthetic").instructions).read_text())
+    assert len(chosen["runs"]) == 1 and chosen["runs"][0] in RUNS
     assert predict(images, tmp_path / "out", *instructed(ws)) == 0
     assert predict(images, tmp_path / "single", "-m", str(ws / chosen["runs"][0])) == 0
     for case in ("case_005", "case_006"):

@@ -87,6 +87,23 @@ class Dataset:
         """Whether some label is a region (a list of label values)."""
         return any(isinstance(value, list) for value in self.labels.values())
 
+    @property
+    def regions_class_order(self) -> list[int]:
+        """The label each region's voxels get in a mask, one per foreground region, from ``dataset.json``.
+
+        Raises:
+            DatasetError: a region-based dataset without a valid ``regions_class_order``; a dataset without regions.
+        """
+        regions = [v for k, v in self.labels.items() if k != "ignore" and (isinstance(v, list) or v != 0)]
+        order = read_dataset_json(self.root).get("regions_class_order")
+        if not self.has_regions or not isinstance(order, list) or len(order) != len(regions):
+            raise DatasetError(
+                f"{self.dataset_json}: regions_class_order {order!r} must give one label per region {regions}"
+            )
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in order):
+            raise DatasetError(f"{self.dataset_json}: regions_class_order {order!r} must be labels > 0")
+        return list(order)
+
     def case_names(self) -> list[str]:
         return [case.name for case in self.cases]
 

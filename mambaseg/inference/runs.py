@@ -152,4 +152,5 @@ def make_predictor(run: TrainedRun, device: torch.device, mirroring: bool = True
         mirror_axes=mirror_axes_for(run.plan) if mirroring else (),
         step=step,
         batch_size=max(1, run.plan.batch_size),
+        regions_class_order=run.plans.regions_class_order,
     )

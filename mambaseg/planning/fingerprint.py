@@ -80,11 +80,12 @@ class Fingerprint:
 
     dataset_name: str
     channel_names: dict[str, str]
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]  # a list: a region (the union of those labels), nnU-Net's region training
     cases: list[CaseFingerprint]
     intensities: dict[str, IntensityStats]
     version: int = FINGERPRINT_VERSION
     notes: dict[str, Any] = field(default_factory=dict)
+    regions_class_order: list[int] | None = None  # of a region-based dataset's dataset.json
 
     @property
     def spacings(self) -> np.ndarray:
@@ -101,7 +102,10 @@ class Fingerprint:
 
     @property
     def num_classes(self) -> int:
-        """Output channels of a network: the number of distinct label values, background included."""
+        """Output channels of a network: the number of distinct label values, background included; for a
+        region-based dataset the number of regions (one sigmoid channel each)."""
+        if self.regions_class_order is not None:
+            return len(self.regions_class_order)
         return len(set(self.labels.values()))
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,6 +121,7 @@ class Fingerprint:
             "foreground_intensities": {c: asdict(s) for c, s in self.intensities.items()},
             "cases": [{**asdict(c), "relative_size_after_crop": c.relative_size_after_crop} for c in self.cases],
             "notes": self.notes,
+            **({"regions_class_order": self.regions_class_order} if self.regions_class_order is not None else {}),
         }
 
     def save(self, path: Path) -> None:
@@ -146,10 +151,11 @@ class Fingerprint:
         return cls(
             data["dataset_name"],
             data["channel_names"],
-            {k: int(v) for k, v in data["labels"].items()},
+            {k: [int(c) for c in v] if isinstance(v, list) else int(v) for k, v in data["labels"].items()},
             cases,
             intensities,
             notes=data.get("notes", {}),
+            regions_class_order=data.get("regions_class_order"),
         )
 
 
@@ -266,7 +272,9 @@ def extract_fingerprint(
                     results.append(result)
                     task.advance()
     channel_names = {str(k): v for k, v in dataset.channel_names.items()}
-    labels = {str(k): int(v) if not isinstance(v, (list, tuple)) else int(max(v)) for k, v in dataset.labels.items()}
+    labels = {str(k): [int(c) for c in v] if isinstance(v, list | tuple) else int(v) for k, v in dataset.labels.items()}
     fingerprint = aggregate(dataset.name, channel_names, labels, results)
+    if dataset.has_regions:
+        fingerprint.regions_class_order = dataset.regions_class_order
     logger.info("fingerprinted %d cases of %s", len(results), dataset.name)
     return fingerprint

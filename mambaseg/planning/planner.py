@@ -303,4 +303,5 @@ def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, networ
         transpose_backward=backward,
         fingerprint=summary,
         configurations=configurations,
+        regions_class_order=fingerprint.regions_class_order,
     )

@@ -85,7 +85,7 @@ class Plans:
 
     dataset_name: str
     channel_names: dict[str, str]
-    labels: dict[str, int]
+    labels: dict[str, int | list[int]]  # a list: a region (see ``regions_class_order``)
     num_classes: int
     gpu_memory_gb: float
     transpose_forward: list[int]
@@ -95,11 +95,14 @@ class Plans:
     schema_version: int = SCHEMA_VERSION
     plans_from: dict[str, str] | None = None
     """Plans derived from another dataset's (``plan --plans-from``): its ``dataset``, ``file`` and ``sha256``."""
+    regions_class_order: list[int] | None = None
+    """Region-based training: the label each region's channel paints in a mask; ``num_classes`` regions."""
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if data["plans_from"] is None:  # plans of the dataset's own read and write as before the field existed
-            del data["plans_from"]
+        for optional in ("plans_from", "regions_class_order"):  # absent when unset: plans read as before they existed
+            if data[optional] is None:
+                del data[optional]
         return data
 
     def save(self, path: Path) -> None:
@@ -133,6 +136,12 @@ def plans_from_dict(data: dict[str, Any], source: str = "plans") -> Plans:
     return plans
 
 
+def _label_value(value: Any) -> bool:
+    if isinstance(value, list):
+        return bool(value) and all(_is_int(v) and v >= 0 for v in value)
+    return _is_int(value) and value >= 0
+
+
 def validate_plans(plans: Plans, source: str = "plans") -> None:
     """Check every field of ``plans`` (see the module doc); warn when a case would be very large.
 
@@ -143,8 +152,13 @@ def validate_plans(plans: Plans, source: str = "plans") -> None:
     top.check(isinstance(plans.dataset_name, str) and plans.dataset_name, "dataset_name", "a name", plans.dataset_name)
     top.check(_str_map(plans.channel_names), "channel_names", "an object of channel names", plans.channel_names)
     top.check(plans.channel_names, "channel_names", "at least one channel", plans.channel_names)
-    labels_ok = isinstance(plans.labels, dict) and all(_is_int(v) and v >= 0 for v in plans.labels.values())
-    top.check(labels_ok, "labels", "an object of label values >= 0", plans.labels)
+    labels_ok = isinstance(plans.labels, dict) and all(_label_value(v) for v in plans.labels.values())
+    top.check(labels_ok, "labels", "an object of label values >= 0 (or lists of them: regions)", plans.labels)
+    order = plans.regions_class_order
+    order_ok = order is None or (
+        isinstance(order, list) and len(order) == plans.num_classes and all(_is_int(v) and v > 0 for v in order)
+    )
+    top.check(order_ok, "regions_class_order", "null or one label > 0 per region (num_classes)", order)
     top.check(
         _is_int(plans.num_classes) and plans.num_classes >= 1, "num_classes", "an integer >= 1", plans.num_classes
     )

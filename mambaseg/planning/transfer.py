@@ -78,6 +78,7 @@ def transfer_plans(source: Plans, fingerprint: Fingerprint, plans_from: Mapping[
         fingerprint=fingerprint_summary(fingerprint),
         configurations=configurations,
         plans_from={key: str(plans_from[key]) for key in PLANS_FROM_KEYS},
+        regions_class_order=fingerprint.regions_class_order,
     )
     validate_plans(plans, f"plans of {target} from {plans_from['file']}")
     return plans

@@ -19,7 +19,8 @@ from mambaseg.cli.main import main
 from mambaseg.data import load_dataset
 from mambaseg.inference.postprocessing import regions_to_labels
 from mambaseg.inference.predictor import Predictor
-from mambaseg.workspace import evaluate
+from mambaseg.io import read_image
+from mambaseg.workspace import Workspace, evaluate
 from tests.data.synthetic import write_nifti, write_nnunet_dataset
 
 REGION_LABELS = {"background": 0, "whole": [1, 2], "core": 2}
@@ -30,9 +31,9 @@ SPLITS = [
 ]
 
 
-def write_region_dataset(root: Path) -> Path:
-    """Four cases of shape (8, 10, 12): label 1 in slices 0-3, label 2 in slices 4-7 (inside a box in y and x)."""
-    write_nnunet_dataset(root, n_cases=4, labels={"background": 0, "edema": 1, "tumour": 2})
+def write_region_dataset(root: Path, n_cases: int = 4) -> Path:
+    """Cases of shape (8, 10, 12): label 1 in slices 0-3, label 2 in slices 4-7 (inside a box in y and x)."""
+    write_nnunet_dataset(root, n_cases=n_cases, labels={"background": 0, "edema": 1, "tumour": 2})
     description = json.loads((root / "dataset.json").read_text())
     description["labels"] = REGION_LABELS
     description["regions_class_order"] = ORDER
@@ -113,3 +114,44 @@ def test_find_best_ranks_region_runs_and_their_ensemble(workspace, capsys):
     assert ranking["2d__unet + 3d_fullres__unet"]["dice_per_class"] == {"(1, 2)": 1.0, "(2,)": 0.0}
     assert [entry["candidate"] for entry in instructions["ranking"]][0] == "3d_fullres__unet"
     assert instructions["skipped"] == []
+
+
+@pytest.mark.slow
+def test_a_region_dataset_trains_validates_predicts_and_goes_through_find_best(tmp_path):
+    root = write_region_dataset(tmp_path / "raw" / "Dataset002_Regions", n_cases=5)
+    write_nnunet_dataset(tmp_path / "test_images", n_cases=0, n_test=1)  # one more image to predict
+    ws = tmp_path / "ws"
+    tiny = ["-n", "unet_resenc", "-f", "0", "--workers", "1", "trainer=cpu_short", "trainer.num_epochs=1"]
+    tiny += ["trainer.iterations_per_epoch=2", "trainer.val_iterations=1", "num_workers=0", "batch_size=2"]
+    for configuration in ("3d_fullres", "2d"):
+        assert main(["train", str(root), "--workspace", str(ws), "-c", configuration, *tiny]) == 0
+    plans = json.loads((ws / "Synthetic" / "plans.json").read_text())
+    assert plans["labels"]["whole"] == [1, 2] and plans["regions_class_order"] == ORDER and plans["num_classes"] == 2
+    fold = Workspace(ws).dataset("Synthetic").run("3d_fullres", "unet_resenc").fold(0)
+    summary = json.loads(fold.validation_summary.read_text())
+    assert summary["label_names"] == {"(1, 2)": "whole", "(2,)": "core"}  # scored per region
+    [case] = summary["cases"]
+    assert np.load(fold.validation_probabilities(case))["probabilities"].shape[0] == 2  # one sigmoid per region
+    assert main(["find-best", str(root), "--workspace", str(ws), "--folds", "0"]) == 0
+    out = tmp_path / "masks"
+    assert (
+        main(
+            [
+                "predict",
+                "-i",
+                str(tmp_path / "test_images" / "imagesTs"),
+                "-o",
+                str(out),
+                "-d",
+                "Synthetic",
+                "--workspace",
+                str(ws),
+                "--device",
+                "cpu",
+                "--no-mirroring",
+            ]
+        )
+        == 0
+    )
+    mask = read_image(out / "case_000.nii.gz")
+    assert mask.array.shape == (8, 10, 12) and set(np.unique(mask.array)) <= {0, 1, 2}

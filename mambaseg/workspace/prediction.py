@@ -36,9 +36,9 @@ from mambaseg.inference.dicom_seg import check_source_series
 from mambaseg.inference.ensemble import make_ensemble_predictor
 from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
 from mambaseg.inference.postprocessing import InferenceInstructions
-from mambaseg.inference.runs import make_predictor
 from mambaseg.io.progress import Progress
 from mambaseg.ops.scan_dispatch import check_backend_environment
+from mambaseg.workspace.cascade import make_chained_predictor
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, Workspace
 from mambaseg.workspace.models import find_instructed_runs, find_run
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
@@ -128,7 +128,7 @@ def _model(
         raise ValueError("give one of model (a run folder) and dataset (predict as find-best chose)")
     if model is not None:
         trained = find_run(model, folds, checkpoint)
-        return partial(make_predictor, trained), RunInfo(
+        return partial(make_chained_predictor, trained, checkpoint), RunInfo(
             trained.run_dir.name, trained.plans.channel_names, trained.label_names
         )
     if folds:

@@ -30,6 +30,7 @@ from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
+from mambaseg.workspace.cascade import for_validation, previous_stage_masks
 from mambaseg.workspace.config import compose_train_config
 from mambaseg.workspace.layout import FOLD_ALL, FoldFiles, Workspace
 from mambaseg.workspace.preparation import (
@@ -94,6 +95,9 @@ def run_spec(
     plan = choose_plan(plans, configuration, network, lambda name: replan_for(dataset, workspace, plans, name))
     train_cases, val_cases = fold_cases(workspace, dataset, fold)
     files = workspace.dataset(dataset.name)
+    previous = None
+    if plan.previous_stage is not None:  # a cascade stage: the previous stage's masks of its cases
+        previous = previous_stage_masks(dataset, files, configuration, plan, sorted({*train_cases, *val_cases}))
     return RunSpec(
         dataset=dataset,
         plans=plans,
@@ -104,6 +108,7 @@ def run_spec(
         val_cases=val_cases,
         preprocessed=files.preprocessed(configuration),
         files=files.run(configuration, plan.network).fold(fold),
+        previous_stage=previous,
     )
 
 
@@ -126,6 +131,7 @@ def validate_fold(spec: RunSpec, model: torch.nn.Module, device: torch.device, s
         mirror_axes=mirror_axes_for(plan),
         step=step,
     )
+    predictor = for_validation(spec, predictor)  # a cascade stage also takes the previous stage's masks
     cases = {case.name: case for case in dataset.cases}
     pairs = []
     for name in spec.val_cases:

@@ -30,7 +30,7 @@ def train(dataset, workspace, configuration, fold):
 
 @pytest.mark.slow
 def test_cascade_plans_trains_on_lowres_validation_masks_and_predicts_the_chain(tmp_path, capsys):
-    dataset = write_large_synthetic_dataset(tmp_path / "raw", n_train=5, n_test=1, shape=(32, 32, 32), seed=3)
+    dataset = write_large_synthetic_dataset(tmp_path / "raw", n_train=5, n_test=1, shape=(24, 24, 24), seed=3)
     ws = tmp_path / "ws"
     assert main(["plan", str(dataset), "--workspace", str(ws), "--gpu-memory", "0.05", "--network", "unet_resenc"]) == 0
     files = ws / "LargeSynthetic"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,9 +193,13 @@ class EnsemblePredictor:
 
 
 def make_ensemble_predictor(
-    instructed: InstructedRuns, device: torch.device, mirroring: bool = True, step: float = 0.5
+    instructed: InstructedRuns,
+    device: torch.device,
+    mirroring: bool = True,
+    step: float = 0.5,
+    predictor_of: Callable[[TrainedRun, torch.device, bool, float], Predictor] = make_predictor,
 ) -> EnsemblePredictor:
-    """One predictor per instructed run (its folds averaged), averaged and postprocessed."""
+    """One predictor per instructed run (its folds averaged, built by ``predictor_of``), averaged and postprocessed."""
     logger.info("predicting as %s says: %s", instructed.instructions_file, instructed.name)
-    predictors = [make_predictor(run, device, mirroring, step) for run in instructed.runs]
+    predictors = [predictor_of(run, device, mirroring, step) for run in instructed.runs]
     return EnsemblePredictor(predictors, instructed.postprocessing)

@@ -9,8 +9,8 @@ from mambaseg.planning.plans import ConfigurationPlan, Plans
 
 
 def build_network(plans: Plans, plan: ConfigurationPlan, deep_supervision: bool = True) -> nn.Module:
-    """The plan's network, by registry name and keyword arguments."""
-    in_channels = len(plans.channel_names)
+    """The plan's network, by registry name and keyword arguments; a cascade stage takes its one-hot input too."""
+    in_channels = len(plans.channel_names) + plan.extra_input_channels
     kwargs = {**plan.network_kwargs, "deep_supervision": deep_supervision}
     return create(plan.network, plan.spatial_dims, in_channels, plans.num_classes, **kwargs)
 

@@ -12,6 +12,9 @@ topology rule (kwargs, padded patch and divisors for a wanted patch), memory mod
   patch covers less than a quarter of the median image: the spacing is coarsened in steps of 3%
   (the coarse axes first until within 2x of the others) until the patch covers a quarter, and the
   configuration is dropped when the median image did not shrink at least twofold.
+- ``3d_cascade_fullres`` is planned with every ``3d_lowres``: the ``3d_fullres`` plan (spacing, patch, batch,
+  network) with ``previous_stage: "3d_lowres"`` and ``previous_stage_labels``, the foreground labels whose one-hot
+  channels of the lowres prediction the network takes after the image channels (nnU-Net v2's cascade).
 - patch: the initial patch has the aspect ratio of 1/spacing and the volume of 256^3 (2048^2 in
   2D), clipped to the median shape (but not below the network's minimum input size) and padded by the
   network's topology rule; while batch size 2 does not fit the budget, the axis largest relative to the
@@ -22,6 +25,7 @@ topology rule (kwargs, padded patch and divisors for a wanted patch), memory mod
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -44,6 +48,8 @@ LOWRES_SPACING_STEP = 1.03
 MAX_DATASET_COVERED = 0.05
 MIN_BATCH_SIZE = 2
 GIB = 2**30
+LOWRES = "3d_lowres"
+CASCADE = "3d_cascade_fullres"
 
 
 class PlanningError(ValueError):
@@ -242,6 +248,12 @@ def fingerprint_summary(fingerprint: Fingerprint) -> dict[str, Any]:
     return summary
 
 
+def cascade_plan(fullres: ConfigurationPlan, labels: dict[str, Any]) -> ConfigurationPlan:
+    """``3d_cascade_fullres``: the ``3d_fullres`` plan taking the one-hot ``3d_lowres`` prediction as extra input."""
+    foreground = sorted(v for k, v in labels.items() if isinstance(v, int) and v > 0 and k != "ignore")
+    return dataclasses.replace(fullres, previous_stage=LOWRES, previous_stage_labels=foreground)
+
+
 def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, network: str | None = None) -> Plans:
     """Plans for every configuration the dataset warrants.
 
@@ -269,9 +281,11 @@ def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, networ
         fullres = _configuration(name, spacing_t, median, fingerprint, budget, dataset_voxels, normalization)
         lowres = _lowres(fullres, name, fingerprint, budget, normalization)
         if lowres is not None:
-            lowres.next_stage = "3d_cascade_fullres"
-            configurations["3d_lowres"] = lowres
+            lowres.next_stage = CASCADE
+            configurations[LOWRES] = lowres
         configurations["3d_fullres"] = fullres
+        if lowres is not None:
+            configurations[CASCADE] = cascade_plan(fullres, fingerprint.labels)
     plane = slice(1, None) if len(spacing) == 3 else slice(None)
     configurations["2d"] = _configuration(
         network or DEFAULT_NETWORK,

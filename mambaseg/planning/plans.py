@@ -40,6 +40,7 @@ UNET_TOPOLOGY_KEYS = (
     "n_conv_per_stage_decoder",
 )
 PLANS_FROM_KEYS = ("dataset", "file", "sha256")
+CASCADE_FIELDS = ("previous_stage", "previous_stage_labels")
 MAX_VOXELS_PER_CASE = 2**31
 """A target spacing giving the median case more voxels than this (8 GiB per float32 channel) is refused."""
 UPSAMPLING_WARNING = 8.0
@@ -77,6 +78,13 @@ class ConfigurationPlan:
     normalization: list[Normalization]
     estimated_memory_gb: float
     next_stage: str | None = None
+    previous_stage: str | None = None
+    previous_stage_labels: list[int] | None = None
+
+    @property
+    def extra_input_channels(self) -> int:
+        """Input channels after the image's: one per foreground label of the previous stage's mask (one-hot)."""
+        return len(self.previous_stage_labels or ())
 
 
 @dataclass
@@ -99,10 +107,15 @@ class Plans:
     """Region-based training: the label each region's channel paints in a mask; ``num_classes`` regions."""
 
     def to_dict(self) -> dict[str, Any]:
+        """The JSON form; optional fields left out when unset, so plans read as before they existed."""
         data = asdict(self)
-        for optional in ("plans_from", "regions_class_order"):  # absent when unset: plans read as before they existed
+        for optional in ("plans_from", "regions_class_order"):
             if data[optional] is None:
                 del data[optional]
+        for cfg in data["configurations"].values():
+            for key in CASCADE_FIELDS:
+                if cfg.get(key) is None:
+                    cfg.pop(key, None)
         return data
 
     def save(self, path: Path) -> None:
@@ -255,9 +268,23 @@ def _validate_configuration(plans: Plans, name: str, plan: ConfigurationPlan, fi
     fields.check(memory_ok, "estimated_memory_gb", "a number >= 0", plan.estimated_memory_gb)
     next_ok = plan.next_stage is None or isinstance(plan.next_stage, str)
     fields.check(next_ok, "next_stage", "a configuration name or null", plan.next_stage)
+    _validate_previous_stage(plans, name, plan, fields)
     _validate_normalization(plan.normalization, len(plans.channel_names), fields)
     _validate_network(plan, fields)
     _check_case_size(plans, plan, fields)
+
+
+def _validate_previous_stage(plans: Plans, name: str, plan: ConfigurationPlan, fields: _Fields) -> None:
+    """A cascade stage names another planned configuration and the foreground labels of its one-hot input."""
+    previous, labels = plan.previous_stage, plan.previous_stage_labels
+    if previous is None:
+        fields.check(labels is None, "previous_stage_labels", "null without a previous_stage", labels)
+        return
+    known = [other for other in plans.configurations if other != name]
+    fields.check(previous in known, "previous_stage", f"one of the other configurations {known}", previous)
+    foreground = sorted(v for k, v in plans.labels.items() if _is_int(v) and v > 0 and k != "ignore")
+    ok = isinstance(labels, list) and labels and all(_is_int(v) for v in labels) and sorted(labels) == foreground
+    fields.check(ok, "previous_stage_labels", f"the foreground labels {foreground}", labels)
 
 
 def _validate_normalization(normalization: list[Normalization], channels: int, fields: _Fields) -> None:

@@ -13,6 +13,10 @@ every re-run, with any number of workers, so that a resumed run sees exactly the
 would. Under DDP the run's batch is split over the processes: rank ``r`` of ``w`` draws samples ``r * b`` to
 ``(r + 1) * b - 1`` of a batch of ``w * b``, so that together the processes draw the batch that one process would,
 foreground oversampling included.
+
+A cascade stage (``previous_stage``: case -> the previous stage's mask on this configuration's preprocessed grid, an
+npz holding ``seg`` (1, *case)) crops that mask with the same window as a second label channel; the pipeline then
+moves it into the image as one-hot channels and perturbs them (``mambaseg.training.cascade``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from mambaseg.preprocessing.storage import PreprocessedCase, load_case
 from mambaseg.training.augmentation import build_train_transforms, build_val_transforms, needs_dummy_2d
+from mambaseg.training.cascade import with_cascade
 
 CASE_CACHE_SIZE = 64
 
@@ -71,9 +76,19 @@ def sample_patch(
     patch_size: Sequence[int],
     force_foreground: bool,
     rng: np.random.Generator,
+    previous: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One (image (c, *patch), label (1, *patch)) patch; a 2-D patch from 3-D data takes one slice."""
+    """One (image (c, *patch), label (1, *patch)) patch; a 2-D patch from 3-D data takes one slice.
+
+    With ``previous`` (a cascade's previous stage mask, (1, *case)) the label is (2, *patch): reference, previous.
+    """
     data, seg = case.data, case.seg
+    if previous is not None:
+        if previous.shape != seg.shape:
+            raise ValueError(
+                f"previous stage mask of shape {previous.shape[1:]} does not fit the case's {seg.shape[1:]}"
+            )
+        seg = np.concatenate([seg, previous.astype(seg.dtype)])
     centre = None
     present = [label for label, coords in case.locations.items() if len(coords)]
     if force_foreground and present:
@@ -104,6 +119,8 @@ class PatchBatches(Dataset):
         world_size: the number of processes under DDP.
         augmentation: augmentation settings (``configs/augmentation``), or None for none (validation).
         mirror_axes: axes mirrored by augmentation.
+        previous_stage: a cascade's previous stage masks, case name -> npz file on this folder's grid (module doc).
+        previous_labels: the foreground labels those masks become one-hot channels of, in channel order.
     """
 
     def __init__(
@@ -118,9 +135,16 @@ class PatchBatches(Dataset):
         world_size: int = 1,
         augmentation: Mapping[str, Any] | None = None,
         mirror_axes: Sequence[int] = (),
+        previous_stage: Mapping[str, Path] | None = None,
+        previous_labels: Sequence[int] = (),
     ) -> None:
         if not case_names:
             raise ValueError(f"{folder}: no cases to sample patches from")
+        missing = [name for name in case_names if previous_stage is not None and name not in previous_stage]
+        if missing:
+            raise ValueError(f"{folder}: no previous stage mask for the cases {', '.join(missing)}")
+        self.previous_stage = None if previous_stage is None else {k: Path(v) for k, v in previous_stage.items()}
+        self.previous_labels = [int(label) for label in previous_labels]
         self.folder = Path(folder)
         self.case_names = list(case_names)
         self.patch_size = tuple(int(p) for p in patch_size)
@@ -133,19 +157,25 @@ class PatchBatches(Dataset):
         self.mirror_axes = tuple(mirror_axes)
         self.load = functools.lru_cache(maxsize=CASE_CACHE_SIZE)(self._load)
 
-    def _load(self, name: str) -> PreprocessedCase:
-        return load_case(self.folder, name)
+    def _load(self, name: str) -> tuple[PreprocessedCase, np.ndarray | None]:
+        previous = None
+        if self.previous_stage is not None:
+            with np.load(self.previous_stage[name]) as archive:
+                previous = archive["seg"]
+        return load_case(self.folder, name), previous
 
     def __len__(self) -> int:
         return 2**62  # batches are indexed by step; the loader's sampler says which
 
     def _transforms(self):
+        labels = self.previous_labels if self.previous_stage is not None else None
         if self.augmentation is None:
-            return build_val_transforms()
+            return with_cascade(build_val_transforms(), labels, train=False)
         anisotropic = len(self.patch_size) == 3 and needs_dummy_2d(self.patch_size)
-        return build_train_transforms(
+        pipeline = build_train_transforms(
             self.augmentation, len(self.patch_size), self.patch_size, self.mirror_axes, anisotropic
         )
+        return with_cascade(pipeline, labels, train=True)
 
     def __getitem__(self, step: int) -> dict[str, torch.Tensor]:
         """This process's part of batch ``step``: {"image": (b, c, *patch) float32, "label": (b, 1, *patch) int64}."""
@@ -154,8 +184,8 @@ class PatchBatches(Dataset):
         images, labels = [], []
         for i in range(self.rank * self.batch_size, (self.rank + 1) * self.batch_size):  # indices in the run's batch
             rng = np.random.default_rng([self.seed, step, i])
-            case = self.load(self.case_names[rng.integers(len(self.case_names))])
-            image, label = sample_patch(case, self.patch_size, i >= first_forced, rng)
+            case, previous = self.load(self.case_names[rng.integers(len(self.case_names))])
+            image, label = sample_patch(case, self.patch_size, i >= first_forced, rng, previous)
             transforms.set_random_state(seed=int(rng.integers(2**31)))
             sample = transforms({"image": image, "label": label})
             images.append(sample["image"])

@@ -74,7 +74,7 @@ def train_fold(
     model = build_network(plans, plan)
     encoder_groups, on_epoch_start = prepare_fine_tuning(model, config.get("network") or {}, checkpoint_path is None)
     model = model.to(device)
-    n_outputs = count_outputs(model, len(plans.channel_names), plan.patch_size)
+    n_outputs = count_outputs(model, len(plans.channel_names) + plan.extra_input_channels, plan.patch_size)
     scales = None if n_outputs is None else [1.0 / 2**i for i in range(n_outputs)]
     loss = build_training_loss(
         plans.labels, spec.dataset.ignore_label, batch_dice=False, deep_supervision_scales=scales
@@ -93,7 +93,14 @@ def train_fold(
 
     train_names, val_names = spec.train_cases, spec.val_cases
     folder = spec.preprocessed
-    common = {"patch_size": plan.patch_size, "batch_size": batch_size, "rank": rank, "world_size": world}
+    common = {
+        "patch_size": plan.patch_size,
+        "batch_size": batch_size,
+        "rank": rank,
+        "world_size": world,
+        "previous_stage": spec.previous_stage,
+        "previous_labels": plan.previous_stage_labels or (),
+    }
     oversample = float(config["oversample_foreground"])
     train_set = PatchBatches(
         folder,

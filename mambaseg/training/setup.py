@@ -46,6 +46,8 @@ class RunSpec:
         val_cases: names of the cases to validate on.
         preprocessed: the configuration's preprocessed folder.
         files: where the fold's files go.
+        previous_stage: a cascade stage's previous stage masks on the preprocessed grid, case -> npz (training and
+            validation cases); None for other configurations.
     """
 
     dataset: Dataset
@@ -57,6 +59,7 @@ class RunSpec:
     val_cases: list[str]
     preprocessed: Path
     files: FoldPaths
+    previous_stage: Mapping[str, Path] | None = None
 
     @property
     def run_dir(self) -> Path:

@@ -7,11 +7,14 @@
       DATASET/
         fingerprint.json  plans.json  splits.json  inference_instructions.json
         preprocessed/CONFIGURATION/                  CASE.npz + CASE.json per case, preprocessing.json
+                                                     (3d_cascade_fullres shares 3d_fullres's folder)
         runs/CONFIGURATION__NETWORK/fold_K/          K = 0..4 or ``all``
           config.yaml  plan.json  checkpoint_{latest,best,final}.pt
           metrics.csv  progress.png  training.log
           validation/                                CASE<ending> (masks), CASE.npz (probabilities), summary.json,
                                                      metrics.csv
+          predicted_next_stage/NEXT_CONFIGURATION/   a 3d_lowres fold's validation masks on the next stage's
+                                                     preprocessed grid: CASE.npz + CASE.json (what it was made from)
       pretraining/IMAGEFOLDER__NETWORK/              config.yaml, checkpoints, log files, encoder.pt
       exported_models/ZIPNAME-DIGEST/                models given to ``predict -m MODEL.zip``, extracted (a cache)
 
@@ -37,6 +40,8 @@ FOLD_PREFIX = "fold_"
 FOLD_ALL = "all"
 CHECKPOINT_KINDS = ("final", "best", "latest")
 EXPORTED_MODELS = "exported_models"
+SHARED_PREPROCESSING = {"3d_cascade_fullres": "3d_fullres"}
+"""Configurations preprocessed exactly as another one (same spacing and normalisation), sharing its folder."""
 
 
 class LayoutError(ValueError):
@@ -201,6 +206,15 @@ class FoldFiles:
             raise LayoutError(f"{folder}: not a fold folder named {FOLD_PREFIX}K (K a number or {FOLD_ALL!r})")
         return cls(folder, fold)
 
+    def next_stage(self, configuration: str) -> Path:
+        """The folder of this fold's validation masks on the preprocessed grid of ``configuration`` (a cascade)."""
+        return self.folder / "predicted_next_stage" / configuration
+
+    def next_stage_files(self, configuration: str, case: str) -> tuple[Path, Path]:
+        """``CASE.npz`` (the mask, ``seg`` (1, *case)) and ``CASE.json`` (what it was made from) of a case."""
+        folder = self.next_stage(configuration)
+        return folder / f"{case}.npz", folder / f"{case}.json"
+
     @property
     def is_numbered(self) -> bool:
         """A cross-validation fold (``fold_all`` trains on every case and validates nothing held out)."""
@@ -289,7 +303,7 @@ class DatasetFiles:
         return self.folder / "demo"
 
     def preprocessed(self, configuration: str) -> Path:
-        return self.folder / "preprocessed" / configuration
+        return self.folder / "preprocessed" / SHARED_PREPROCESSING.get(configuration, configuration)
 
     @property
     def runs_folder(self) -> Path:

@@ -19,6 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mambaseg.data.splits import read_splits
 from mambaseg.evaluation.cross_validation import SelectionError
 from mambaseg.evaluation.metrics import DEFAULT_TOLERANCE_MM
@@ -44,10 +46,11 @@ from mambaseg.inference.ensemble import (
 )
 from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
 from mambaseg.inference.postprocessing import InferenceInstructions, argmax_labels
-from mambaseg.inference.runs import make_predictor
+from mambaseg.inference.runs import TrainedRun
 from mambaseg.io import write_image
 from mambaseg.io.progress import Progress, as_progress
 from mambaseg.ops.scan_dispatch import check_backend_environment
+from mambaseg.workspace.cascade import make_chained_predictor
 from mambaseg.workspace.export import is_model_archive, load_exported_model
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, PredictionFolder, Workspace
 from mambaseg.workspace.models import find_instructed_runs, find_run
@@ -142,13 +145,21 @@ def _model(
         instructed = load_exported_model(model, workspace, checkpoint)
     elif model is not None:
         trained = find_run(model, folds, checkpoint or "final")
-        return partial(make_predictor, trained), RunInfo(
+        return partial(make_chained_predictor, trained, checkpoint or "final"), RunInfo(
             trained.run_dir.name, trained.plans.channel_names, trained.label_names
         )
     elif folds:
         raise ValueError(f"folds {' '.join(folds)}: with dataset the instructions choose the folds; give a model")
     else:
         instructed = find_instructed_runs(workspace, dataset, checkpoint or "final")
+        first = instructed.runs[0]
+
+        def chained(run: TrainedRun, device: torch.device, mirroring: bool, step: float) -> CasePredictor:
+            return make_chained_predictor(run, checkpoint or "final", device, mirroring, step)  # cascades chain
+
+        return partial(make_ensemble_predictor, instructed, predictor_of=chained), RunInfo(
+            instructed.name, first.plans.channel_names, first.label_names
+        )
     first = instructed.runs[0]
     return partial(make_ensemble_predictor, instructed), RunInfo(
         instructed.name, first.plans.channel_names, first.label_names

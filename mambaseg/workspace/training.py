@@ -36,6 +36,7 @@ from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
+from mambaseg.workspace.cascade import for_validation, previous_stage_masks
 from mambaseg.workspace.config import compose_train_config
 from mambaseg.workspace.layout import (
     FOLD_ALL,
@@ -141,6 +142,9 @@ def run_spec(
     plan = choose_plan(plans, configuration, network, lambda name: replan_for(dataset, workspace, plans, name))
     train_cases, val_cases = fold_cases(workspace, dataset, fold)
     files = workspace.dataset(dataset.name)
+    previous = None
+    if plan.previous_stage is not None:  # a cascade stage: the previous stage's masks of its cases
+        previous = previous_stage_masks(dataset, files, configuration, plan, sorted({*train_cases, *val_cases}))
     return RunSpec(
         dataset=dataset,
         plans=plans,
@@ -151,6 +155,7 @@ def run_spec(
         val_cases=val_cases,
         preprocessed=files.preprocessed(configuration),
         files=files.run(configuration, plan.network).fold(fold),
+        previous_stage=previous,
     )
 
 
@@ -188,6 +193,7 @@ def validate_fold(
         step=step,
         regions_class_order=regions_class_order(dataset),
     )
+    predictor = for_validation(spec, predictor)  # a cascade stage also takes the previous stage's masks
     cases = {case.name: case for case in dataset.cases}
     pairs = []
     files.validation.mkdir(parents=True, exist_ok=True)

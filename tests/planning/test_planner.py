@@ -1,5 +1,6 @@
 """Target spacing, configurations, normalisation and patch/batch within the budget, on made-up fingerprints."""
 
+import json
 import math
 
 import numpy as np
@@ -18,6 +19,7 @@ from mambaseg.planning.planner import (
     target_spacing,
     transpose_for,
 )
+from mambaseg.planning.plans import PlansError, load_plans, plans_from_dict
 
 STATS = IntensityStats(
     mean=50.0, median=40.0, std=20.0, min=-10.0, max=300.0, percentile_00_5=-5.0, percentile_99_5=250.0
@@ -74,12 +76,32 @@ def test_small_isotropic_data_gets_2d_and_3d_fullres():
 def test_large_anisotropic_data_gets_3d_lowres():
     fp = fingerprint([(5, 0.8, 0.8)] * 10, [(48, 400, 400)] * 10)
     plans = plan_experiment(fp, 8)
-    assert set(plans.configurations) == {"2d", "3d_fullres", "3d_lowres"}
+    assert list(plans.configurations) == ["3d_lowres", "3d_fullres", "3d_cascade_fullres", "2d"]
     full, low = plans.configurations["3d_fullres"], plans.configurations["3d_lowres"]
     assert full.network == low.network == "umamba_bot"
     assert low.spacing[0] == full.spacing[0] and low.spacing[1] > full.spacing[1]
     assert full.network_kwargs["kernel_sizes"][0] == [1, 3, 3]
     assert low.next_stage == "3d_cascade_fullres"
+    cascade = plans.configurations["3d_cascade_fullres"]
+    assert cascade.previous_stage == "3d_lowres" and cascade.previous_stage_labels == [1]
+    assert cascade.extra_input_channels == 1 and full.extra_input_channels == 0
+    same = ("spacing", "patch_size", "batch_size", "network", "network_kwargs", "normalization")
+    assert all(getattr(cascade, key) == getattr(full, key) for key in same)
+
+
+def test_cascade_fields_round_trip_and_are_checked(tmp_path):
+    plans = plan_experiment(fingerprint([(5, 0.8, 0.8)] * 10, [(48, 400, 400)] * 10), 8)
+    plans.save(tmp_path / "plans.json")
+    saved = json.loads((tmp_path / "plans.json").read_text())["configurations"]
+    assert "previous_stage" not in saved["3d_fullres"] and saved["3d_cascade_fullres"]["previous_stage_labels"] == [1]
+    assert load_plans(tmp_path / "plans.json") == plans
+    data = plans.to_dict()
+    data["configurations"]["3d_cascade_fullres"]["previous_stage"] = "3d_midres"
+    with pytest.raises(PlansError, match=r"'3d_cascade_fullres'.*previous_stage must be one of the other"):
+        plans_from_dict(data, "p.json")
+    data["configurations"]["3d_cascade_fullres"].update(previous_stage="3d_lowres", previous_stage_labels=[2])
+    with pytest.raises(PlansError, match=r"previous_stage_labels must be the foreground labels \[1\]"):
+        plans_from_dict(data, "p.json")
 
 
 def test_2d_images_get_only_2d():

@@ -8,11 +8,11 @@ field, at 1 x 1 x 1.5 mm. Written in the nnU-Net v2 layout: ``dataset.json``, ``
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+
+from mambaseg_datasets.writing import write_dataset
 
 LABELS = {"background": 0, "blob": 1, "tube": 2}
 SPACING_ZYX = (1.5, 1.0, 1.0)
@@ -69,32 +69,16 @@ def make_case(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32), label
 
 
-def _write(path: Path, array: np.ndarray) -> None:
-    """NIfTI with nibabel's (x, y, z) axes: the (z, y, x) array transposed, spacing on the diagonal."""
-    affine = np.diag([SPACING_ZYX[2], SPACING_ZYX[1], SPACING_ZYX[0], 1.0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), affine), str(path))
-
-
 def write_demo_dataset(root: str | Path, n_train: int = 24, n_test: int = 4, seed: int = 0) -> Path:
     """Write the demo dataset into ``root/Dataset900_Demo`` (left as it is when already complete); returns it."""
     folder = Path(root) / DATASET_NAME
     if (folder / "dataset.json").is_file():
         return folder
     rng = np.random.default_rng(seed)
-    for index in range(n_train + n_test):
-        image, label = make_case(rng)
-        name = f"demo_{index:03d}"
-        images, labels = ("imagesTr", "labelsTr") if index < n_train else ("imagesTs", "labelsTs")
-        _write(folder / images / f"{name}_0000.nii.gz", image)
-        _write(folder / labels / f"{name}.nii.gz", label)
     description = {
         "name": "Demo",
         "description": "Synthetic MR-like volumes with a bright ellipsoid and a darker tube (mambaseg's demo)",
         "channel_names": {"0": "MRI"},
         "labels": LABELS,
-        "numTraining": n_train,
-        "file_ending": ".nii.gz",
     }
-    (folder / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")  # last: marks it complete
-    return folder
+    return write_dataset(folder, lambda: make_case(rng), n_train, n_test, "demo", SPACING_ZYX, description)

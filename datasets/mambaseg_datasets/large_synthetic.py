@@ -10,12 +10,12 @@ in ``imagesTs/`` with their labels in ``labelsTs/``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
+
+from mambaseg_datasets.writing import write_dataset
 
 LABELS = {"background": 0, "sphere": 1}
 DATASET_NAME = "Dataset901_LargeSynthetic"
@@ -32,12 +32,6 @@ def make_case(rng: np.random.Generator, shape: Sequence[int]) -> tuple[np.ndarra
     return image, label
 
 
-def _write(path: Path, array: np.ndarray) -> None:
-    """NIfTI with nibabel's (x, y, z) axes: the (z, y, x) array transposed, 1 mm spacing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(nib.Nifti1Image(np.ascontiguousarray(array.transpose(2, 1, 0)), np.eye(4)), str(path))
-
-
 def write_large_synthetic_dataset(
     root: str | Path, n_train: int = 5, n_test: int = 1, shape: Sequence[int] = (48, 48, 48), seed: int = 0
 ) -> Path:
@@ -46,19 +40,10 @@ def write_large_synthetic_dataset(
     if (folder / "dataset.json").is_file():
         return folder
     rng = np.random.default_rng(seed)
-    for index in range(n_train + n_test):
-        image, label = make_case(rng, shape)
-        name = f"large_{index:03d}"
-        images, labels = ("imagesTr", "labelsTr") if index < n_train else ("imagesTs", "labelsTs")
-        _write(folder / images / f"{name}_0000.nii.gz", image)
-        _write(folder / labels / f"{name}.nii.gz", label)
     description = {
         "name": "LargeSynthetic",
         "description": "Noisy volumes with one bright sphere, sized for the cascade (mambaseg's tests)",
         "channel_names": {"0": "MRI"},
         "labels": LABELS,
-        "numTraining": n_train,
-        "file_ending": ".nii.gz",
     }
-    (folder / "dataset.json").write_text(json.dumps(description, indent=2) + "\n")  # last: marks it complete
-    return folder
+    return write_dataset(folder, lambda: make_case(rng, shape), n_train, n_test, "large", (1.0, 1.0, 1.0), description)

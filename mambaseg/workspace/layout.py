@@ -149,19 +149,14 @@ class CheckpointFiles:
 
 
 @dataclass(frozen=True)
-class FoldFiles:
-    """``runs/CONFIGURATION__NETWORK/fold_K``: one trained fold."""
+class RunFolderFiles:
+    """What every training or pretraining run folder holds: its resolved config, checkpoints and logs."""
 
     folder: Path
-    fold: str
 
     @property
     def config(self) -> Path:
         return self.folder / "config.yaml"
-
-    @property
-    def plan(self) -> Path:
-        return self.folder / "plan.json"
 
     @property
     def checkpoints(self) -> CheckpointFiles:
@@ -170,6 +165,17 @@ class FoldFiles:
     @property
     def logs(self) -> RunLogFiles:
         return RunLogFiles.in_folder(self.folder)
+
+
+@dataclass(frozen=True)
+class FoldFiles(RunFolderFiles):
+    """``runs/CONFIGURATION__NETWORK/fold_K``: one trained fold."""
+
+    fold: str
+
+    @property
+    def plan(self) -> Path:
+        return self.folder / "plan.json"
 
     @property
     def validation(self) -> Path:
@@ -328,22 +334,8 @@ class DatasetFiles:
 
 
 @dataclass(frozen=True)
-class PretrainingFiles:
+class PretrainingFiles(RunFolderFiles):
     """``pretraining/IMAGEFOLDER__NETWORK``: one classification pretraining run."""
-
-    folder: Path
-
-    @property
-    def config(self) -> Path:
-        return self.folder / "config.yaml"
-
-    @property
-    def checkpoints(self) -> CheckpointFiles:
-        return CheckpointFiles.in_folder(self.folder)
-
-    @property
-    def logs(self) -> RunLogFiles:
-        return RunLogFiles.in_folder(self.folder)
 
     @property
     def encoder(self) -> Path:

@@ -7,19 +7,27 @@ Shapes (b, d, l, n), with Mamba's options (per-step B and C, D, z, delta_bias, s
 
 On the CPU: the PyTorch reference (timed on a shorter l and scaled linearly, labelled so) against the
 compiled cpu kernel. On a GPU: triton against mamba_ssm's CUDA kernel where it is installed.
+Every figure, the reference's included, is the median of --repeats timed runs after one warm-up run; the
+script prints that count and the CPU (model, avx2 / avx512f / amx) with the tables.
 Usage: python scripts/bench_scan.py [--repeats 3] [--reference-length 2048] [--output docs/bench_scan.md]
+       python scripts/bench_scan.py --repeats 1 --reference-length 64 --shapes "U-Mamba bottleneck"  # a quick check
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from mambaseg.ops import selective_scan
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_summary  # noqa: E402
 
 SHAPES = {
     "SegMamba stage 0": (2, 96, 262144, 16),
@@ -80,16 +88,19 @@ def time_backend(backend: str, shape: tuple[int, ...], device: str, repeats: int
     return median_time(forward, repeats, device), median_time(forward_backward, repeats, device)
 
 
-def bench_rows(backends: list[str], device: str, repeats: int, reference_length: int) -> list[list[str]]:
+def bench_rows(
+    backends: list[str], device: str, repeats: int, reference_length: int, shapes: list[str]
+) -> list[list[str]]:
     rows = []
-    for label, shape in SHAPES.items():
+    for label in shapes:
+        shape = SHAPES[label]
         baseline_fwd = baseline_total = None
         for backend in backends:
             run_shape, note = shape, ""
             if backend == "reference" and shape[2] > reference_length:
                 run_shape = (*shape[:2], reference_length, shape[3])
                 note = f" (timed at l={reference_length}, scaled ×{shape[2] / reference_length:g})"
-            fwd, total = time_backend(backend, run_shape, device, repeats if backend != "reference" else 1)
+            fwd, total = time_backend(backend, run_shape, device, repeats)
             scale = shape[2] / run_shape[2]
             fwd, total = fwd * scale, total * scale
             if baseline_fwd is None:
@@ -134,25 +145,27 @@ def gpu_backends() -> list[str]:
     return ["mamba_ssm", "triton"]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per figure (median reported)")
     parser.add_argument("--reference-length", type=int, default=2048)
+    parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="which shapes")
     parser.add_argument("--output", help="also write the tables (markdown) to this file")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
-    sections = []
-    cpu_rows = bench_rows(["reference", "cpu"], "cpu", args.repeats, args.reference_length)
-    seg = next(r for r in cpu_rows if r[0] == "SegMamba stage 0" and r[2] == "cpu")
-    fwd, total = float(seg[3]), float(seg[4])
-    verdict = (
+    sections = [f"{cpu_summary()}\nEvery time is the median of {args.repeats} runs after a warm-up."]
+    cpu_rows = bench_rows(["reference", "cpu"], "cpu", args.repeats, args.reference_length, args.shapes)
+    seg = next((r for r in cpu_rows if r[0] == "SegMamba stage 0" and r[2] == "cpu"), None)
+    verdict = "cpu targets: judged at the SegMamba shape, not run" if seg is None else ""
+    fwd, total = (float(seg[3]), float(seg[4])) if seg else (1.0, 1.0)
+    verdict = verdict or (
         f"cpu at the SegMamba shape: forward {fwd:.3f} s (target ≤ {CPU_FORWARD_TARGET_S} s: "
         f"{'met' if fwd <= CPU_FORWARD_TARGET_S else 'NOT met'}), backward {(total - fwd) / fwd:.2f}× forward "
         f"(target ≤ {BACKWARD_TARGET_RATIO}: {'met' if (total - fwd) / fwd <= BACKWARD_TARGET_RATIO else 'NOT met'})"
     )
     sections.append(f"CPU, {torch.get_num_threads()} threads, float32\n\n{markdown_table(cpu_rows)}\n\n{verdict}")
     if torch.cuda.is_available():
-        gpu_rows = bench_rows(gpu_backends(), "cuda", args.repeats, args.reference_length)
+        gpu_rows = bench_rows(gpu_backends(), "cuda", args.repeats, args.reference_length, args.shapes)
         sections.append(f"GPU {torch.cuda.get_device_name()}, float32\n\n{markdown_table(gpu_rows)}")
     else:
         sections.append("GPU: no CUDA device here; the triton and mamba_ssm rows need one.")

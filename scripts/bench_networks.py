@@ -14,11 +14,17 @@ Each (network, input size) runs in its own subprocess so that memory peaks do no
 
 U-Mamba Enc is built with ``patch_size`` set to the input size, so it picks channel tokens as U-Mamba does.
 
+Baseline: ``--baseline`` (default ``unet_resenc``, the nnU-Net ResEnc network) is measured in the same run at
+each input size, also when ``--networks`` leaves it out; every row gives its forward time and peak memory as a
+ratio to the baseline's at the same size. The table's header names the CPU (model, avx2 / avx512f / amx), the
+threads and the number of timed passes.
+
 Usage::
 
     python scripts/bench_networks.py                              # all networks, 1x1x128x128 and 1x1x64x64x64
     python scripts/bench_networks.py --networks segmamba umamba_bot --sizes 64x64x64 --markdown bench.md
     python scripts/bench_networks.py --tiny --sizes 32x32 16x16x16    # the tiny test variants, a quick check
+    python scripts/bench_networks.py --networks umamba_bot --baseline unet_resenc --tiny --sizes 16x16x16 --repeats 1
 """
 
 from __future__ import annotations
@@ -38,11 +44,23 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mambaseg.networks import create, list_networks
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_summary  # noqa: E402
+
 log = logging.getLogger("bench_networks")
 
 DEFAULT_SIZES = ("128x128", "64x64x64")
 EXTRA_KWARGS = {"umamba_enc": lambda size: {"patch_size": size}}
-COLUMNS = ("network", "input", "params (M)", "GFLOPs", "forward (s)", "peak RSS growth (MiB)")
+COLUMNS = (
+    "network",
+    "input",
+    "params (M)",
+    "GFLOPs",
+    "forward (s)",
+    "peak RSS growth (MiB)",
+    "forward / baseline",
+    "peak / baseline",
+)
 
 
 def parse_size(text: str) -> tuple[int, ...]:
@@ -106,10 +124,17 @@ def table(rows: list[tuple[str, ...]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def row(name: str, size: tuple[int, ...], result: dict | str) -> tuple[str, ...]:
+def _ratio(value: float, reference: float) -> str:
+    return f"{value / reference:.2f}" if reference > 0 else "n/a"
+
+
+def row(name: str, size: tuple[int, ...], result: dict | str, baseline: dict | str) -> tuple[str, ...]:
     shape = "1x1x" + "x".join(map(str, size))
     if isinstance(result, str):
-        return (name, shape, "n/a", "n/a", "n/a", result.replace("|", "/"))
+        return (name, shape, "n/a", "n/a", "n/a", result.replace("|", "/"), "n/a", "n/a")
+    ratios = ("n/a", "n/a")
+    if not isinstance(baseline, str):
+        ratios = (_ratio(result["seconds"], baseline["seconds"]), _ratio(result["peak_mib"], baseline["peak_mib"]))
     return (
         name,
         shape,
@@ -117,6 +142,7 @@ def row(name: str, size: tuple[int, ...], result: dict | str) -> tuple[str, ...]
         f"{result['flops'] / 1e9:.3g}",
         f"{result['seconds']:.3f}",
         f"{result['peak_mib']:.0f}",
+        *ratios,
     )
 
 
@@ -124,6 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--networks", nargs="+", help="names to benchmark (default: every registered network)")
     parser.add_argument("--sizes", nargs="+", type=parse_size, default=[parse_size(s) for s in DEFAULT_SIZES])
+    parser.add_argument("--baseline", default="unet_resenc", help="network every row is compared with, same size")
     parser.add_argument("--tiny", action="store_true", help="benchmark the tiny test variants instead")
     parser.add_argument("--repeats", type=int, default=3, help="timed forward passes (median reported)")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="intra-op threads")
@@ -139,17 +166,23 @@ def main(argv: list[str] | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     names = args.networks or list_networks()
-    unknown = sorted(set(names) - set(list_networks()))
+    unknown = sorted({*names, args.baseline} - set(list_networks()))
     if unknown:
         parser.error(f"unknown networks {unknown}; registered: {list_networks()}")
+    if args.baseline not in names:
+        names = [args.baseline, *names]
     rows = []
     for size in args.sizes:
+        results = {}
         for name in names:
             log.info("%s at %s ...", name, "x".join(map(str, size)))
-            rows.append(row(name, size, run_child(name, size, args.tiny, args.repeats, args.threads, args.timeout)))
+            results[name] = run_child(name, size, args.tiny, args.repeats, args.threads, args.timeout)
+        rows += [row(name, size, results[name], results[args.baseline]) for name in names]
     header = (
+        f"{cpu_summary()}\n\n"
         f"CPU forward pass, batch 1, 1 input channel, 3 classes{', tiny variants' if args.tiny else ''}; "
-        f"torch {torch.__version__}, {args.threads} threads.\n\n"
+        f"torch {torch.__version__}, {args.threads} threads; forward time the median of {args.repeats} passes; "
+        f"baseline {args.baseline} at the same input size, measured in this run.\n\n"
     )
     text = header + table(rows)
     sys.stdout.write(text)

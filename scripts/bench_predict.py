@@ -39,6 +39,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_summary  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "Task04_Hippocampus" / "imagesTr"
 DEFAULT_NNUNET_VENV = Path("/tmp/nnunet_venv")
@@ -271,6 +274,7 @@ def main() -> int:
     try:
         log.info("%d threads; work folder %s", args.threads, work)
         text = "\n".join(memory(args, work) if args.memory else speed(args, work))
+        text = f"{cpu_summary()}\n\n{text}"
         print(text)
         if args.markdown:
             args.markdown.write_text(text + "\n")

@@ -32,6 +32,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_summary  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "Task04_Hippocampus"
 DEFAULT_NNUNET_VENV = Path("/tmp/nnunet_venv")
@@ -115,6 +118,7 @@ def main() -> int:
         else:
             log.info("nnU-Net skipped: %s has no nnUNetv2_plan_and_preprocess", args.nnunet_venv)
         text = table(rows)
+        text = f"{cpu_summary()}\n\n{text}"
         print(text)
         if args.markdown:
             args.markdown.write_text(text + "\n")

@@ -40,6 +40,9 @@ from mambaseg.training.setup import count_outputs
 from mambaseg.training.trainer import LoopSettings, Trainer
 from mambaseg.workspace import Workspace
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_summary  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 NNUNET_PYTHON = Path("/tmp/nnunet_venv/bin/python")
 # nnU-Net's plans files to time its trainer with, and the network each gives
@@ -148,7 +151,8 @@ def main() -> None:
     references = {
         plans: nnunet(args.nnunet_root, plans, args.batch_size, args.warmup, args.iterations) for plans in NNUNET_PLANS
     }
-    print(f"\nCPU, {torch.get_num_threads()} threads, batch {args.batch_size}, 3d_fullres patch of the plan\n")
+    print(f"\n{cpu_summary()}")
+    print(f"CPU, {torch.get_num_threads()} threads, batch {args.batch_size}, 3d_fullres patch of the plan\n")
     print("| trainer | s / iteration | " + " | ".join(f"ratio to {NNUNET_PLANS[p]}" for p in NNUNET_PLANS) + " |")
     print("|---|---|" + "---|" * len(NNUNET_PLANS))
     rows += [(f"nnU-Net 2.8.1 {NNUNET_PLANS[p]}", seconds) for p, seconds in references.items() if seconds]

@@ -13,8 +13,8 @@ Sections, each in its own subprocess with its own timeout, so that one failure o
   of ``umamba_bot`` (topology from its planner rule at 1 mm spacing) and ``segmamba`` (its fixed topology), 3-D,
   1 input channel, 3 classes, patch 128^3 and batch 2 (``--patch``, ``--batch``): median seconds per step over
   ``--repeats`` steps after 2 warm-ups, and ``torch.cuda.max_memory_allocated``; then the planner's estimate
-  (``mambaseg.planning.memory.estimate_memory``: ``step_bytes``, without optimiser states; and ``total_bytes``,
-  with two Adam states) against the measured peak, in bf16 and in float32.
+  (``mambaseg.planning.memory.estimate_memory``: its ``total_bytes`` less one optimiser state, as SGD keeps one
+  momentum per weight, against the measured peak; and the planner's ``total_bytes`` itself), in bf16 and float32.
 - ``ddp``: one DistributedDataParallel step of a small ``unet_resenc`` with the nccl backend, world size 1
   (``torch.distributed`` initialised in the subprocess with a local TCP store), and the all-reduced gradient
   checked against the gradient of the same step without DDP.
@@ -209,6 +209,7 @@ def _train_step_fn(net, x, target, optimizer, dtype):
 def section_train(args: argparse.Namespace) -> None:
     import torch
 
+    from mambaseg.networks.footprint import BYTES_PER_VALUE
     from mambaseg.planning.memory import estimate_memory
 
     print(f"GPU: {torch.cuda.get_device_name()}")
@@ -234,13 +235,15 @@ def section_train(args: argparse.Namespace) -> None:
                 peak = torch.cuda.max_memory_allocated()
                 estimate = estimate_memory(name, 3, 1, 3, kwargs, patch)
                 params = sum(p.numel() for p in net.parameters())
+                planned = estimate.total_bytes(args.batch)
+                # what the model says this step holds: the planner's total less one of its two Adam states,
+                # since SGD with momentum keeps one
+                this_step = planned - params * BYTES_PER_VALUE
                 print(
                     f"  {name} patch {patch} {label}: {seconds:.3f} s/step, peak allocated {peak / 2**30:.2f} GiB; "
-                    f"planner estimate step {estimate.step_bytes(args.batch) / 2**30:.2f} GiB "
-                    f"(measured/estimate {peak / estimate.step_bytes(args.batch):.2f}), total with 2 Adam states "
-                    f"{estimate.total_bytes(args.batch) / 2**30:.2f} GiB "
-                    f"(measured/estimate {peak / estimate.total_bytes(args.batch):.2f}); "
-                    f"{params / 1e6:.1f} M parameters"
+                    f"model of this step (weights, gradients, momentum, activations) {this_step / 2**30:.2f} GiB, "
+                    f"measured/model {peak / this_step:.2f}; planner total (2 Adam states) {planned / 2**30:.2f} "
+                    f"GiB; {params / 1e6:.1f} M parameters"
                 )
                 del net, x, target, optimizer, step
                 torch.cuda.empty_cache()

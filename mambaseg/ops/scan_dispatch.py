@@ -6,6 +6,9 @@ Backends:
     triton     Triton kernels for CUDA tensors (or CPU tensors under ``TRITON_INTERPRET=1``)
     mamba_ssm  mamba_ssm's CUDA kernel, only when asked for and installed
     auto       triton for CUDA tensors, cpu for CPU tensors; ``MAMBASEG_SCAN_BACKEND`` overrides
+
+reference, cpu and triton run inside the custom op ``mambaseg::selective_scan`` (``scan_function.py``), so that
+``torch.compile`` and ``torch.export`` see one operator; mamba_ssm is called as its own autograd function.
 """
 
 from __future__ import annotations
@@ -17,8 +20,7 @@ from types import ModuleType
 import torch
 
 from mambaseg.ops.scan_checks import check_scan_arguments
-from mambaseg.ops.scan_function import KernelSelectiveScan
-from mambaseg.ops.scan_reference import selective_scan_reference
+from mambaseg.ops.scan_function import selective_scan_op
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +41,10 @@ def _cpu_kernels() -> ModuleType | None:
     return load_cpu_kernels()
 
 
-def _triton_kernels() -> ModuleType:
-    from mambaseg_kernels import triton as triton_kernels
-
-    return triton_kernels
+@torch.compiler.assume_constant_result
+def _cpu_kernel_built() -> bool:
+    """Whether the CPU kernel loads; a constant for ``torch.compile`` (building is no graph operation)."""
+    return _cpu_kernels() is not None
 
 
 def check_backend_environment(device: torch.device) -> None:
@@ -66,8 +68,13 @@ def check_backend_environment(device: torch.device) -> None:
             ) from err
 
 
+@torch.compiler.assume_constant_result
 def resolve_backend(backend: str, device: torch.device) -> str:
-    """Turn ``auto`` (or the environment override) into a concrete backend name for tensors on ``device``."""
+    """Turn ``auto`` (or the environment override) into a concrete backend name for tensors on ``device``.
+
+    ``torch.compile`` calls it once while tracing and keeps its answer as a constant of the graph (it builds
+    the CPU kernel and logs, which a graph cannot hold), so set ``MAMBASEG_SCAN_BACKEND`` before compiling.
+    """
     requested = backend
     if backend == "auto" and os.environ.get(BACKEND_ENV):
         backend = os.environ[BACKEND_ENV]
@@ -137,21 +144,22 @@ def selective_scan(
     """
     check_scan_arguments(u, delta, A, B, C, D, z, delta_bias)
     chosen = resolve_backend(backend, u.device)
-    with torch.autocast(device_type=u.device.type, enabled=False):
-        if chosen == "reference":
-            return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-        if chosen == "mamba_ssm":
+    if chosen == "mamba_ssm":
+        with torch.autocast(device_type=u.device.type, enabled=False):
             return _mamba_ssm_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-        if chosen == "cpu":
-            kernels = _cpu_kernels()
-            if kernels is None:
-                raise RuntimeError("selective_scan: backend='cpu' was asked for but the CPU kernel could not be built")
-            if u.device.type != "cpu":
-                raise ValueError(f"selective_scan: backend='cpu' needs CPU tensors, got {u.device}")
-        else:
-            kernels = _triton_kernels()
+    if chosen == "cpu":
+        if not _cpu_kernel_built():
+            raise RuntimeError("selective_scan: backend='cpu' was asked for but the CPU kernel could not be built")
+        if u.device.type != "cpu":
+            raise ValueError(f"selective_scan: backend='cpu' needs CPU tensors, got {u.device}")
+    if chosen != "reference":
         _check_kernel_dtypes(chosen, u, delta, A, B, C, D, z, delta_bias)
-        out, last_state = KernelSelectiveScan.apply(kernels, u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+    tensors = (u, delta, A, B, C, D, z, delta_bias)
+    keep_checkpoints = torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+    # The operator switches autocast off inside itself; a context here would wrap it in a higher-order op.
+    out, last_state, _ = selective_scan_op(
+        u, delta, A, B, C, D, z, delta_bias, delta_softplus, keep_checkpoints, chosen
+    )
     return (out, last_state) if return_last_state else out
 
 

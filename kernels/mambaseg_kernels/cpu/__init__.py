@@ -24,6 +24,12 @@ HEADERS = ("scan_math.h",)
 # -fopenmp: at::parallel_for spreads the channel blocks over threads only when built with OpenMP.
 CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-std=c++17"]
 LDFLAGS = ["-fopenmp"]
+CHECKPOINT_CHUNK = 256  # kChunk in selective_scan.cpp: steps between the states the forward saves
+
+
+def checkpoint_chunks(length: int) -> int:
+    """How many states per channel the forward saves for a sequence of ``length`` steps: (b, d, chunks, n)."""
+    return (length + CHECKPOINT_CHUNK - 1) // CHECKPOINT_CHUNK
 
 
 def _build_tag(here: Path) -> str:

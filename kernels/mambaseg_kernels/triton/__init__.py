@@ -46,6 +46,11 @@ def _chunk_size(length: int) -> int:
     return min(CHUNK_SIZE, max(16, triton.next_power_of_2(length)))
 
 
+def checkpoint_chunks(length: int) -> int:
+    """How many states per channel the forward saves for a sequence of ``length`` steps: (b, d, chunks, n)."""
+    return triton.cdiv(length, _chunk_size(length))
+
+
 def _block_d(requested: int, dim: int, B: torch.Tensor, C: torch.Tensor) -> int:
     """Largest power of two up to ``requested`` dividing d and the channels of every B/C group."""
     multiple = dim

@@ -218,3 +218,15 @@ def test_train_takes_the_budget_from_the_config_and_records_it(dataset, tmp_path
         "stopped_at": None,
     }
     assert "so 2 of 2 epochs fit" in (run / "training.log").read_text()
+
+
+@pytest.mark.slow
+def test_the_demo_prints_the_epochs_the_budget_and_the_training_wall_time(dataset, tmp_path, capsys):
+    tiny = ["trainer.num_epochs=2", "trainer.iterations_per_epoch=2", "trainer.val_iterations=1"]
+    argv = ["demo", "--workspace", str(tmp_path), "--dataset", str(dataset), "--network", "unet_resenc", *tiny]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "training: 2 of 2 epochs, time budget 5 min; train stage wall time " in out  # trainer=demo's budget
+    assert "Dice per structure" in out
+    assert main(argv) == 0  # a second run reuses the trained fold
+    assert "training: 2 of 2 epochs, time budget 5 min; trained by an earlier run" in capsys.readouterr().out

@@ -12,7 +12,8 @@ pace (at least 1, at most ``num_epochs``) becomes the run's length, and the per-
 is set to it, so that a poly or cosine decay still reaches its end. That length is the decision: it travels in
 the schedule's state (and in the checkpoints' ``extra["time_budget"]``), so a resumed run replays it instead of
 timing again. Before each later epoch, the run also stops when that epoch would end past the budget at the mean
-pace so far (epochs that slow down). Either way the final checkpoint is written as at a normal end, and the log
+pace so far (epochs that slow down); the durations of resumed epochs come from the run log, so a run resumed from
+where it stopped stops again. Either way the final checkpoint is written as at a normal end, and the log
 says how many epochs ran of how many, and why. Under DDP rank 0 times and decides, and every process follows.
 """
 
@@ -179,7 +180,11 @@ class EpochLoop:
             self.planned_epochs = int(self.epoch_scheduler.total_steps)  # the decision, restored with the schedule
             self._note(stopped=None)
         epoch = start_epoch
-        while epoch < self.planned_epochs and not self._out_of_time(epoch):
+        while epoch < self.planned_epochs:
+            if self._out_of_time(epoch):
+                if self.checkpoints is not None and epoch % self.checkpoint_every:
+                    self.checkpoints.save("latest", epoch)  # so that resuming starts here and stops again
+                break
             self.run_epoch(epoch)
             epoch += 1
         if self.time_budget_s is not None and epoch < self.num_epochs and self.run_log is not None:

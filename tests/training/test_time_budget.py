@@ -116,6 +116,14 @@ def test_epochs_that_slow_down_stop_the_run_before_it_overruns(tmp_path):
     assert final.epoch == 3
     assert final.extra["time_budget"] == {"budget_s": 100.0, "num_epochs": 5, "planned_epochs": 5, "stopped_at": 3}
     assert "stopped after 3 of 5 epochs" in (tmp_path / "training.log").read_text()
+    latest = load_checkpoint(tmp_path / "checkpoint_latest.pt")
+    assert latest.epoch == 3  # written where it stopped: resuming replays the stop from the recorded durations
+    resumed = Toy(tmp_path, [1.0] * 5)
+    with resumed.run_log:
+        resumed.run_log.load_state_dict(latest.extra["run_log"])
+        resumed.scheduler.load_state_dict(latest.scheduler)
+        assert resumed.loop(budget_s=100.0, num_epochs=5).run(latest.epoch) == 3
+    assert resumed.trained == [] and load_checkpoint(tmp_path / "checkpoint_final.pt").epoch == 3
 
 
 def test_a_budget_that_fits_every_epoch_changes_nothing(tmp_path):

@@ -188,11 +188,17 @@ class EpochLoop:
             self.run_epoch(epoch)
             epoch += 1
         if self.time_budget_s is not None and epoch < self.num_epochs and self.run_log is not None:
+            why = (
+                f"the first epoch's pace fit {self.planned_epochs}"
+                if epoch == self.planned_epochs
+                else f"epochs slowed down: epoch {epoch} would have ended past the budget"
+            )
             logger.info(
-                "time budget: stopped after %d of %d epochs; the epochs took %.1f s of the %.1f s (%g min) budget, "
-                "%.1f s each on average",
+                "time budget: stopped after %d of %d epochs (%s); the epochs took %.1f s of the %.1f s (%g min) "
+                "budget, %.1f s each on average",
                 epoch,
                 self.num_epochs,
+                why,
                 sum(self.epoch_times),
                 self.time_budget_s,
                 self.time_budget_s / 60,

@@ -103,7 +103,7 @@ def test_the_first_epoch_sets_the_runs_length_and_the_schedule_ends_with_it(tmp_
     assert final.extra["time_budget"] == {"budget_s": 100.0, "num_epochs": 10, "planned_epochs": 3, "stopped_at": None}
     log = (tmp_path / "training.log").read_text()
     assert "the first epoch took 30.0 s, so 3 of 10 epochs fit" in log
-    assert "stopped after 3 of 10 epochs" in log
+    assert "stopped after 3 of 10 epochs (the first epoch's pace fit 3); the epochs took 90.0 s of the 100.0 s" in log
 
 
 def test_epochs_that_slow_down_stop_the_run_before_it_overruns(tmp_path):
@@ -115,7 +115,10 @@ def test_epochs_that_slow_down_stop_the_run_before_it_overruns(tmp_path):
     final = load_checkpoint(tmp_path / "checkpoint_final.pt")
     assert final.epoch == 3
     assert final.extra["time_budget"] == {"budget_s": 100.0, "num_epochs": 5, "planned_epochs": 5, "stopped_at": 3}
-    assert "stopped after 3 of 5 epochs" in (tmp_path / "training.log").read_text()
+    assert (
+        "stopped after 3 of 5 epochs (epochs slowed down: epoch 3 would have ended past the budget)"
+        in (tmp_path / "training.log").read_text()
+    )
     latest = load_checkpoint(tmp_path / "checkpoint_latest.pt")
     assert latest.epoch == 3  # written where it stopped: resuming replays the stop from the recorded durations
     resumed = Toy(tmp_path, [1.0] * 5)

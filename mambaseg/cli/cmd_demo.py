@@ -1,15 +1,18 @@
 """Run the whole pipeline on the built-in synthetic dataset (or yours): check, plan, preprocess, train, predict,
 evaluate.
 
-Each stage is the same command a user would type, and a second run reuses what is finished. At the
-end the Dice per structure is printed, and overlay PNGs of a few slices (image, reference,
-prediction) are written beside the training curves.
+Each stage is the same command a user would type, and a second run reuses what is finished. Training
+uses ``trainer=demo``: at most 10 epochs, as many as fit in its 5-minute time budget
+(``trainer.time_budget_minutes``). At the end the training's wall time and epochs and the Dice per
+structure are printed, and overlay PNGs of a few slices (image, reference, prediction) are written
+beside the training curves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,7 @@ from mambaseg.cli.main import add_workspace_argument, main
 from mambaseg.data import load_dataset
 from mambaseg.io import read_image
 from mambaseg.io.atomic import write_atomically
+from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.planning.plans import load_plans
 from mambaseg.workspace.layout import EvaluationFiles
 
@@ -94,11 +98,14 @@ def run(args: argparse.Namespace) -> int:
     network = args.network or load_plans(files.plans).configurations[args.configuration].network
     run = files.run(args.configuration, network)
     fold = run.fold(0)
+    train_seconds = None
     if not fold.checkpoints.final.is_file():
         train = ["train", *common, "-c", args.configuration, "-f", "0", "-n", network, "trainer=demo", "num_workers=0"]
         if fold.checkpoints.latest.is_file():  # an interrupted demo resumes
             train.append("--continue")
+        started = time.perf_counter()
         _stage(console, "train", [*train, *args.overrides])
+        train_seconds = time.perf_counter() - started
     else:
         console.print(Rule("train"))
         console.print(f"already trained: {fold.folder}", soft_wrap=True)
@@ -117,8 +124,24 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = json.loads(fold.validation_summary.read_text())
         scores, overlays = {label: values["dice"] for label, values in summary["mean"].items()}, []
+    console.print(Rule("result"))
+    console.print(_training_line(fold.checkpoints.final, train_seconds), soft_wrap=True)
     _show(console, load_dataset(raw).labels, scores, fold.logs.plot, overlays)
     return 0
+
+
+def _training_line(final: Path, seconds: float | None) -> str:
+    """The epochs trained (of how many, within which budget) and the train stage's wall time (None: trained before)."""
+    checkpoint = load_checkpoint(final, map_location="cpu")
+    budget = checkpoint.extra.get("time_budget")
+    planned = checkpoint.config["trainer"]["num_epochs"] if budget is None else budget["num_epochs"]
+    line = f"training: {checkpoint.epoch} of {planned} epochs"
+    if budget is not None:
+        line += f", time budget {budget['budget_s'] / 60:g} min"
+    if seconds is None:
+        return f"{line}; trained by an earlier run"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{line}; train stage wall time {minutes} min {rest:02d} s (with the fold's final validation)"
 
 
 def _show(console: Console, labels: dict, scores: dict, curves: Path, overlays: list[Path]) -> None:
@@ -128,7 +151,6 @@ def _show(console: Console, labels: dict, scores: dict, curves: Path, overlays: 
     table.add_column("Dice", justify="right")
     for label, dice in scores.items():
         table.add_row(names.get(str(label), str(label)), "n/a" if dice is None else f"{dice:.3f}")
-    console.print(Rule("result"))
     console.print(table)
     console.print(f"training curves: {curves}", soft_wrap=True)
     for path in overlays:

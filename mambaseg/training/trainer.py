@@ -35,6 +35,7 @@ class LoopSettings:
     grad_clip: float | None = 12.0
     checkpoint_every: int = 50
     amp: bool = True
+    time_budget_minutes: float | None = None
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> LoopSettings:
@@ -45,6 +46,7 @@ class LoopSettings:
             grad_clip=None if cfg.get("grad_clip") is None else float(cfg["grad_clip"]),
             checkpoint_every=int(cfg.get("checkpoint_every", 50)),
             amp=bool(cfg.get("amp", True)),
+            time_budget_minutes=None if cfg.get("time_budget_minutes") is None else float(cfg["time_budget_minutes"]),
         )
 
 
@@ -99,7 +101,7 @@ class Trainer:
         train_batches: epoch -> iterator over that epoch's training batches (deterministic per epoch, so
             resuming repeats nothing and skips nothing).
         val_batches: epoch -> iterator over that epoch's validation batches.
-        settings: epochs, iterations, gradient clipping, checkpoint interval, AMP.
+        settings: epochs, iterations, gradient clipping, checkpoint interval, AMP, time budget.
         device: where the steps run.
         run_log: the main process's log (None elsewhere).
         checkpoints: the main process's checkpoint writer (None elsewhere).
@@ -188,9 +190,14 @@ class Trainer:
         counts = all_reduce_sum(counts.to(self.device)).cpu()
         return {"val_loss": val_loss, "dice": dice_from_counts(counts)}
 
-    def fit(self, start_epoch: int = 0) -> None:
-        """Train from ``start_epoch`` (0, or the epoch a checkpoint says) to the last epoch."""
-        EpochLoop(
+    def fit(self, start_epoch: int = 0) -> int:
+        """Train from ``start_epoch`` (0, or the epoch a checkpoint says) to the last epoch the time budget allows.
+
+        Returns:
+            The number of epochs done: ``num_epochs``, or fewer where ``time_budget_minutes`` stopped the run.
+        """
+        budget = self.settings.time_budget_minutes
+        return EpochLoop(
             self.train_epoch,
             self.validate_epoch,
             self.optimizer,
@@ -201,4 +208,5 @@ class Trainer:
             epoch_scheduler=self.scheduler,
             on_epoch_start=self.on_epoch_start,
             save_best=True,
+            time_budget_s=None if budget is None else 60.0 * budget,
         ).run(start_epoch)

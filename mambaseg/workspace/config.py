@@ -87,6 +87,7 @@ TRAIN_RANGES = {
     "trainer.iterations_per_epoch": (1, 1_000_000),
     "trainer.val_iterations": (0, 1_000_000),
     "trainer.checkpoint_every": (1, 100_000),
+    "trainer.time_budget_minutes": (0.01, 1_000_000),
 }
 PRETRAIN_RANGES = {
     "epochs": (1, 100_000),

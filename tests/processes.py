@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 from collections.abc import Callable
 
@@ -22,3 +23,18 @@ def run_workers(worker: Callable[..., None], args: tuple, nprocs: int = 2, timeo
             for process in workers.processes:
                 process.kill()
             pytest.fail(f"{nprocs} workers of {worker.__name__} did not finish within {timeout_s} s")
+
+
+GLOO_TIMEOUT = datetime.timedelta(seconds=120)  # a collective that waits longer fails the worker, not CI
+
+
+def leave_group() -> None:
+    """Wait for every rank, then destroy the process group: a rank that leaves while another still talks to it
+    makes gloo abort the other (SIGABRT) or leaves it hanging in its own shutdown."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()

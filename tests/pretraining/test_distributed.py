@@ -12,7 +12,7 @@ from mambaseg.pretraining.data import shard
 from mambaseg.workspace.config import compose_pretrain_config
 from mambaseg.workspace.layout import PretrainingFiles
 from tests.pretraining.folders import write_image_folder
-from tests.processes import run_workers
+from tests.processes import GLOO_TIMEOUT, leave_group, run_workers
 
 OVERRIDES = ["model.tiny=true", "epochs=2", "batch_size=8", "num_workers=0", "data.image_size=16"]
 OVERRIDES += ["optimizer.warmup_epochs=0", "ema.decay=0.5"]
@@ -20,11 +20,11 @@ OVERRIDES += ["optimizer.warmup_epochs=0", "ema.decay=0.5"]
 
 def _worker(rank: int, store: str, folder: str, run_dir: str, config: dict) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=GLOO_TIMEOUT)
     try:
         pretrain(folder, PretrainingFiles(Path(run_dir)), "vmamba_tiny", config, torch.device("cpu"))
     finally:
-        dist.destroy_process_group()
+        leave_group()
 
 
 def test_shards_cover_every_image_once_per_epoch():

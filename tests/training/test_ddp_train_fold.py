@@ -29,7 +29,7 @@ from mambaseg.workspace import Workspace, preprocess
 from mambaseg.workspace.config import compose_train_config
 from mambaseg.workspace.training import run_spec
 from tests.data.synthetic import write_nnunet_dataset
-from tests.processes import run_workers
+from tests.processes import GLOO_TIMEOUT, leave_group, run_workers
 
 OVERRIDES = [
     "trainer=cpu_short",
@@ -54,14 +54,16 @@ def _spec(dataset_dir: str, workspace: str, runs: str):
 def _train(rank: int, world: int, store: str, dataset_dir: str, workspace: str, runs: str, result: str) -> None:
     torch.set_num_threads(1)
     if world > 1:
-        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+        dist.init_process_group(
+            "gloo", init_method=f"file://{store}", rank=rank, world_size=world, timeout=GLOO_TIMEOUT
+        )
     try:
         model = train_fold(_spec(dataset_dir, workspace, runs), compose_train_config(OVERRIDES), torch.device("cpu"))
         if rank == 0:
             torch.save(model.state_dict(), result)
     finally:
         if world > 1:
-            dist.destroy_process_group()
+            leave_group()
 
 
 @pytest.mark.slow

@@ -17,7 +17,7 @@ from mambaseg.training.losses import build_training_loss
 from mambaseg.training.patches import PatchBatches
 from mambaseg.training.run import per_process_batch
 from mambaseg.training.trainer import LoopSettings, Trainer
-from tests.processes import run_workers
+from tests.processes import GLOO_TIMEOUT, leave_group, run_workers
 from tests.training.preprocessed_cases import write_case
 
 LABELS = {"background": 0, "a": 1, "b": 2}
@@ -48,13 +48,13 @@ def one_step(model: nn.Module, batch: dict[str, torch.Tensor]) -> None:
 
 def _worker(rank: int, store: str, result: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=GLOO_TIMEOUT)
     model = DistributedDataParallel(make_model())
     batch = {k: v[2 * rank : 2 * rank + 2] for k, v in global_batch().items()}  # each rank: half the batch
     one_step(model, batch)
     if rank == 0:
         torch.save(model.module.state_dict(), result)
-    dist.destroy_process_group()
+    leave_group()
 
 
 def test_two_process_step_equals_one_process_step(tmp_path):

@@ -6,7 +6,7 @@ import torch
 import torch.distributed as dist
 
 from mambaseg.training.distributed import all_reduce_sum, all_reduce_sums, is_distributed, rank_and_world
-from tests.processes import run_workers
+from tests.processes import GLOO_TIMEOUT, leave_group, run_workers
 
 
 def test_one_process_without_a_group():
@@ -18,14 +18,14 @@ def test_one_process_without_a_group():
 
 def _worker(rank: int, store: str, result: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=GLOO_TIMEOUT)
     try:
         counts = all_reduce_sum(torch.tensor([rank + 1, 10 * rank], dtype=torch.float64))
         sums = all_reduce_sums([0.1 * (rank + 1), 1e-9], torch.device("cpu"))
         with open(f"{result}.{rank}", "w") as handle:
             json.dump({"rank_world": rank_and_world(), "counts": counts.tolist(), "sums": sums}, handle)
     finally:
-        dist.destroy_process_group()
+        leave_group()
 
 
 def test_two_processes_sum_on_every_rank(tmp_path):

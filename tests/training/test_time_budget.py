@@ -16,7 +16,7 @@ from mambaseg.training.optim import PolyLR
 from mambaseg.training.run_log import RunLog
 from mambaseg.workspace.layout import CheckpointFiles, RunLogFiles
 from tests.data.synthetic import write_nnunet_dataset
-from tests.processes import run_workers
+from tests.processes import GLOO_TIMEOUT, leave_group, run_workers
 
 
 class Clock:
@@ -176,7 +176,7 @@ def test_a_budget_needs_a_schedule_it_can_fit(tmp_path):
 
 def _worker(rank: int, store: str, result: str, run_dir: str) -> None:
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2, timeout=GLOO_TIMEOUT)
     toy = None
     try:
         # rank 0's epochs take 30 s, rank 1's 1 s: rank 0's timing decides for both
@@ -187,7 +187,7 @@ def _worker(rank: int, store: str, result: str, run_dir: str) -> None:
     finally:
         if toy is not None and toy.run_log is not None:
             toy.run_log.close()
-        dist.destroy_process_group()
+        leave_group()
 
 
 @pytest.mark.slow

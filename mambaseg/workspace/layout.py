@@ -143,10 +143,6 @@ class CheckpointFiles:
             raise LayoutError(f"checkpoint {kind!r} is not one of {', '.join(CHECKPOINT_KINDS)}")
         return getattr(self, kind)
 
-    def resume_order(self) -> tuple[Path, Path]:
-        """Where an interrupted run resumes from, first match wins."""
-        return self.latest, self.final
-
 
 @dataclass(frozen=True)
 class RunFolderFiles:
@@ -328,9 +324,6 @@ class DatasetFiles:
                 found.append(RunFiles.parse(path))
         return found
 
-    def relative_run(self, relative: str) -> RunFiles:
-        """A run named relative to the workspace, as the inference instructions store them."""
-        return RunFiles.parse(self.folder.parent / relative)
 
 
 @dataclass(frozen=True)

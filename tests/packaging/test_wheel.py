@@ -56,8 +56,9 @@ def _pypi_reachable() -> bool:
     return True
 
 
-def _run(command: list[str], cwd: Path) -> str:
-    result = subprocess.run(
+def _completed(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """``command`` run in ``cwd`` without the source tree on the path, its output captured as text."""
+    return subprocess.run(
         command,
         cwd=cwd,
         env=_environment(),
@@ -67,6 +68,10 @@ def _run(command: list[str], cwd: Path) -> str:
         timeout=STEP_TIMEOUT_S,
         check=False,
     )
+
+
+def _run(command: list[str], cwd: Path) -> str:
+    result = _completed(command, cwd)
     if result.returncode != 0:
         output = f"{result.stdout[-4000:]}{result.stderr[-4000:]}"
         pytest.fail(f"`{' '.join(command)}` exited {result.returncode}:\n{output}")
@@ -76,16 +81,7 @@ def _run(command: list[str], cwd: Path) -> str:
 def _pip_install(python: Path, cwd: Path, *args: str) -> None:
     """``pip install ARGS`` into the venv; skips, outside CI, when neither PyPI nor the pip cache can serve it."""
     command = [str(python), "-m", "pip", "install", "--quiet", "--no-input", "--disable-pip-version-check", *args]
-    result = subprocess.run(
-        command,
-        cwd=cwd,
-        env=_environment(),
-        capture_output=True,
-        encoding="utf-8",
-        errors="replace",
-        timeout=STEP_TIMEOUT_S,
-        check=False,
-    )
+    result = _completed(command, cwd)
     if result.returncode == 0:
         return
     output = f"{result.stdout[-3000:]}{result.stderr[-3000:]}"

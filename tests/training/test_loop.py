@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from mambaseg.planning.checkpoint import load_checkpoint
-from mambaseg.training.loop import CheckpointWriter, EpochLoop
-from mambaseg.training.run_log import RunLog
-from mambaseg.workspace.layout import CheckpointFiles, RunLogFiles
+from mambaseg.training.loop import EpochLoop
+from tests.training.toy_loop import toy_log_and_writer
 
 SCORES = [0.1, 0.5, 0.3, 0.7, 0.2]  # best after epochs 0, 1 and 3
 
@@ -23,19 +22,8 @@ class Toy:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.factor)
         self.calls.clear()  # the scheduler computed its first factor
         self.iteration_steps = iteration_steps
-        self.run_log = RunLog(RunLogFiles.in_folder(run_dir), plot=False, best=("score",)) if main else None
-        self.writer = None
+        self.run_log, self.writer = toy_log_and_writer(run_dir, self.optimizer, self.scheduler, main)
         if main:
-            self.writer = CheckpointWriter(
-                CheckpointFiles.in_folder(run_dir),
-                torch.nn.Linear(1, 1),
-                self.optimizer,
-                self.scheduler,
-                torch.amp.GradScaler("cpu", enabled=False),
-                self.run_log,
-                None,
-                {"toy": True},
-            )
             save = self.writer.save
             self.writer.save = lambda kind, epoch: (self.calls.append(("save", kind, epoch)), save(kind, epoch))[1]
 

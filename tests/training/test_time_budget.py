@@ -11,12 +11,11 @@ import torch.distributed as dist
 
 from mambaseg.cli.main import main
 from mambaseg.planning.checkpoint import load_checkpoint
-from mambaseg.training.loop import CheckpointWriter, EpochLoop, epochs_within
+from mambaseg.training.loop import EpochLoop, epochs_within
 from mambaseg.training.optim import PolyLR
-from mambaseg.training.run_log import RunLog
-from mambaseg.workspace.layout import CheckpointFiles, RunLogFiles
 from tests.data.synthetic import write_nnunet_dataset
 from tests.processes import GLOO_TIMEOUT, leave_group, run_workers
+from tests.training.toy_loop import toy_log_and_writer
 
 
 class Clock:
@@ -39,19 +38,7 @@ class Toy:
         self.weight = torch.nn.Parameter(torch.zeros(1))
         self.optimizer = torch.optim.SGD([self.weight], lr=0.1)
         self.scheduler = PolyLR(self.optimizer, total_steps=10, exponent=0.9)
-        self.run_log = RunLog(RunLogFiles.in_folder(run_dir), plot=False, best=("score",)) if main else None
-        self.writer = None
-        if main:
-            self.writer = CheckpointWriter(
-                CheckpointFiles.in_folder(run_dir),
-                torch.nn.Linear(1, 1),
-                self.optimizer,
-                self.scheduler,
-                torch.amp.GradScaler("cpu", enabled=False),
-                self.run_log,
-                None,
-                {"toy": True},
-            )
+        self.run_log, self.writer = toy_log_and_writer(run_dir, self.optimizer, self.scheduler, main)
 
     def train(self, epoch):
         self.trained.append(epoch)

@@ -7,6 +7,11 @@ Shapes (b, d, l, n), with Mamba's options (per-step B and C, D, z, delta_bias, s
 
 On the CPU: the PyTorch reference (timed on a shorter l and scaled linearly, labelled so) against the
 compiled cpu kernel. On a GPU: triton against mamba_ssm's CUDA kernel where it is installed.
+
+Then the kernel's forward against a plain fused C loop (``scan_plain_loop.c``: one (b, d) pair per OpenMP
+iteration, sequential over l, libm's expf, built with -O3 -march=<level> -fopenmp, no fast-math) at
+(2, 96, 65536, 16) and at the SegMamba shape, for each instruction-set level this CPU runs (avx2, avx512):
+the kernel built for that level (``MAMBASEG_CPU_ISA``) and the loop compiled for the same one, in this run.
 Every figure, the reference's included, is the median of --repeats timed runs after one warm-up run; the
 script prints that count and the CPU (model, avx2 / avx512f / amx) with the tables.
 Usage: python scripts/bench_scan.py [--repeats 3] [--reference-length 2048] [--output docs/bench_scan.md]
@@ -16,8 +21,13 @@ Usage: python scripts/bench_scan.py [--repeats 3] [--reference-length 2048] [--o
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +35,7 @@ from pathlib import Path
 import torch
 
 from mambaseg.ops import selective_scan
+from mambaseg_kernels.cpu import X86_ARCH_FLAGS, load_cpu_kernels, supported_isa_levels
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine_info import cpu_summary  # noqa: E402
@@ -36,6 +47,10 @@ SHAPES = {
 }
 CPU_FORWARD_TARGET_S = 0.5  # SegMamba shape, per direction, 2 cores
 BACKWARD_TARGET_RATIO = 3.0  # backward time / forward time
+PLAIN_LOOP_SOURCE = Path(__file__).resolve().parent / "scan_plain_loop.c"
+PLAIN_LOOP_SHAPES = {"issue 14 shape": (2, 96, 65536, 16), "SegMamba stage 0": SHAPES["SegMamba stage 0"]}
+PLAIN_LOOP_LEVELS = ("avx2", "avx512")
+PLAIN_LOOP_TARGET_RATIO = 0.3  # kernel forward / plain loop forward
 
 
 def make_inputs(b: int, d: int, length: int, n: int, device: str) -> dict[str, torch.Tensor]:
@@ -136,6 +151,80 @@ def markdown_table(rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def build_plain_loop(level: str, folder: Path) -> ctypes.CDLL:
+    """``scan_plain_loop.c`` compiled with -O3, the kernel's -march for ``level`` and -fopenmp, loaded."""
+    compiler = os.environ.get("CC") or shutil.which("gcc") or "cc"
+    library = folder / f"plain_loop_{level}.so"
+    command = [compiler, "-O3", *X86_ARCH_FLAGS[level], "-fopenmp", "-shared", "-fPIC"]
+    subprocess.run([*command, "-o", str(library), str(PLAIN_LOOP_SOURCE), "-lm"], check=True)
+    lib = ctypes.CDLL(str(library))
+    lib.plain_scan_fwd.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.plain_scan_fwd.restype = ctypes.c_int
+    return lib
+
+
+def time_against_plain_loop(
+    kernels: object, lib: ctypes.CDLL, shape: tuple[int, int, int, int], repeats: int
+) -> tuple[float, float, float]:
+    """(kernel forward s, plain loop forward s, largest difference of their outputs) at ``shape``."""
+    x = make_inputs(*shape, device="cpu")
+    out = torch.empty_like(x["u"])
+    args = [x[k].data_ptr() for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    B, C = x["B"].unsqueeze(1), x["C"].unsqueeze(1)  # (b, 1, n, l): one group
+
+    def plain() -> None:
+        if lib.plain_scan_fwd(*args, out.data_ptr(), *shape, torch.get_num_threads()) != 0:
+            raise RuntimeError("scan_plain_loop.c: state size above its MAX_STATE")
+
+    def kernel() -> torch.Tensor:
+        return kernels.selective_scan_fwd(
+            x["u"], x["delta"], x["A"], B, C, x["D"], x["z"], x["delta_bias"], True, False
+        )[0]
+
+    kernel_s, plain_s = median_time(kernel, repeats, "cpu"), median_time(plain, repeats, "cpu")
+    return kernel_s, plain_s, (kernel() - out).abs().max().item()
+
+
+def plain_loop_rows(levels: list[str], repeats: int) -> list[list[str]]:
+    """Per level and shape: the kernel's forward, the plain loop's, their ratio and their largest difference."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for level in levels:
+            kernels = load_cpu_kernels(level)
+            lib = build_plain_loop(level, Path(tmp))
+            for label, shape in PLAIN_LOOP_SHAPES.items():
+                kernel_s, plain_s, diff = time_against_plain_loop(kernels, lib, shape, repeats)
+                ratio = kernel_s / plain_s
+                verdict = "met" if ratio <= PLAIN_LOOP_TARGET_RATIO else "NOT met"
+                rows.append(
+                    [
+                        level,
+                        label,
+                        str(shape),
+                        f"{kernel_s:.3f}",
+                        f"{plain_s:.3f}",
+                        f"{ratio:.2f} ({verdict})",
+                        f"{diff:.1e}",
+                    ]
+                )
+    return rows
+
+
+def plain_loop_table(rows: list[list[str]]) -> str:
+    header = [
+        "ISA level",
+        "shape",
+        "(b, d, l, n)",
+        "kernel fwd s",
+        "plain loop fwd s",
+        f"kernel / plain loop (target ≤ {PLAIN_LOOP_TARGET_RATIO})",
+        "max abs difference",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def gpu_backends() -> list[str]:
     backends = ["triton"]
     try:
@@ -151,6 +240,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--reference-length", type=int, default=2048)
     parser.add_argument("--shapes", nargs="+", choices=list(SHAPES), default=list(SHAPES), help="which shapes")
     parser.add_argument("--output", help="also write the tables (markdown) to this file")
+    parser.add_argument(
+        "--no-plain-loop", dest="plain_loop", action="store_false", help="skip the plain fused C loop comparison"
+    )
     args = parser.parse_args(argv)
 
     sections = [f"{cpu_summary()}\nEvery time is the median of {args.repeats} runs after a warm-up."]
@@ -164,6 +256,13 @@ def main(argv: list[str] | None = None) -> None:
         f"(target ≤ {BACKWARD_TARGET_RATIO}: {'met' if (total - fwd) / fwd <= BACKWARD_TARGET_RATIO else 'NOT met'})"
     )
     sections.append(f"CPU, {torch.get_num_threads()} threads, float32\n\n{markdown_table(cpu_rows)}\n\n{verdict}")
+    levels = [level for level in PLAIN_LOOP_LEVELS if level in supported_isa_levels()]
+    if args.plain_loop and levels:
+        table = plain_loop_table(plain_loop_rows(levels, args.repeats))
+        title = f"CPU kernel against the plain fused C loop, forward, {torch.get_num_threads()} threads"
+        sections.append(f"{title}\n\n{table}")
+    elif args.plain_loop:
+        sections.append("Plain-loop comparison: this CPU runs neither the avx2 nor the avx512 level.")
     if torch.cuda.is_available():
         gpu_rows = bench_rows(gpu_backends(), "cuda", args.repeats, args.reference_length, args.shapes)
         sections.append(f"GPU {torch.cuda.get_device_name()}, float32\n\n{markdown_table(gpu_rows)}")

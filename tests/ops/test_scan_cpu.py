@@ -6,13 +6,17 @@ green.
 """
 
 import os
+import platform
+import shutil
+import subprocess
 from collections.abc import Mapping
 
 import pytest
 import torch
 
 from mambaseg.ops import selective_scan
-from mambaseg_kernels.cpu import load_cpu_kernels
+from mambaseg_kernels import cpu as cpu_kernels
+from mambaseg_kernels.cpu import ISA_ENV, load_cpu_kernels, select_isa_level, supported_isa_levels
 from tests.ops.scan_cases import ScanCase, compare_backend_to_reference, leaf_copies, make_inputs
 
 NOT_BUILT = "the compiled CPU selective scan could not be built here (see the RuntimeWarning of load_cpu_kernels)"
@@ -102,7 +106,7 @@ def test_a_failed_build_warns_once_and_returns_none(monkeypatch):
 
     monkeypatch.setattr(torch.utils.cpp_extension, "load", no_compiler)
     with pytest.warns(RuntimeWarning, match="c\\+\\+: command not found.*falling back to the slow PyTorch reference"):
-        assert load_cpu_kernels.__wrapped__() is None
+        assert cpu_kernels._load.__wrapped__(select_isa_level()) is None
 
 
 def require_kernel_build(built: bool, environ: Mapping[str, str]) -> None:
@@ -129,3 +133,87 @@ def test_a_failed_build_skips_with_its_reason_outside_ci(environ):
     with pytest.raises(pytest.skip.Exception, match="could not be built here.*under CI=true this fails"):
         require_kernel_build(False, environ)
     require_kernel_build(True, {"CI": "true"})  # a built kernel passes under CI
+
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")
+ZEN3_FLAGS = "fpu sse sse2 ssse3 sse4_1 sse4_2 avx avx2 fma bmi1 bmi2 f16c movbe abm aes"  # no avx512
+SAPPHIRE_RAPIDS_FLAGS = ZEN3_FLAGS + " avx512f avx512bw avx512cd avx512dq avx512vl avx512_bf16 amx_tile"
+
+
+@pytest.mark.skipif(not X86, reason="the avx2 / avx512 levels are x86-64 levels")
+def test_the_isa_levels_follow_the_processor_flags():
+    assert supported_isa_levels((f"flags\t\t: {ZEN3_FLAGS}",)) == ("avx2", "generic")
+    assert supported_isa_levels((f"flags\t\t: {SAPPHIRE_RAPIDS_FLAGS}",)) == ("avx512", "avx2", "generic")
+    assert supported_isa_levels(("flags\t\t: fpu sse sse2",)) == ("generic",)
+    assert "-march=x86-64-v3" in cpu_kernels.compiler_flags("avx2")
+    assert "-march=x86-64-v4" in cpu_kernels.compiler_flags("avx512")
+
+
+def test_the_isa_level_is_the_highest_supported_unless_the_variable_lowers_it():
+    zen3, spr = ("avx2", "generic"), ("avx512", "avx2", "generic")
+    assert select_isa_level({}, spr) == "avx512"
+    assert select_isa_level({}, zen3) == "avx2"
+    assert select_isa_level({ISA_ENV: ""}, zen3) == "avx2"
+    assert select_isa_level({ISA_ENV: "avx2"}, spr) == "avx2"
+    assert select_isa_level({ISA_ENV: "generic"}, zen3) == "generic"
+    with pytest.raises(ValueError, match=r"MAMBASEG_CPU_ISA='sse9' is not an instruction-set level; choose one of"):
+        select_isa_level({ISA_ENV: "sse9"}, spr)
+    with pytest.raises(ValueError, match=r"MAMBASEG_CPU_ISA=avx512: this processor does not support it \(it supports "):
+        select_isa_level({ISA_ENV: "avx512"}, zen3)
+
+
+def test_the_build_cache_name_carries_the_level():
+    here = cpu_kernels.Path(cpu_kernels.__file__).parent
+    avx2, generic = cpu_kernels._build_tag(here, "avx2"), cpu_kernels._build_tag(here, "generic")
+    assert avx2.startswith("avx2_") and generic.startswith("generic_") and avx2[5:] != generic[8:]
+
+
+def test_a_bad_isa_variable_stops_the_cpu_backend(monkeypatch):
+    monkeypatch.setenv(ISA_ENV, "avx1024")
+    inputs = make_inputs(ScanCase(length=4))
+    with pytest.raises(ValueError, match="MAMBASEG_CPU_ISA='avx1024'"):
+        selective_scan(**inputs, delta_softplus=True, backend="cpu")
+
+
+AVX2_CASES = [
+    ScanCase(length=4097, bc_mode="step", dstate=16, **ALL_ON),
+    ScanCase(length=257, bc_mode="group2", dstate=16, **ALL_ON),
+    ScanCase(length=100, bc_mode="constant", **ALL_OFF),
+    ScanCase(dim=70, length=300, bc_mode="group2", c_mode="step"),
+    ScanCase(length=257, bc_mode="step", dtype=torch.bfloat16),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not X86 or "avx2" not in supported_isa_levels(), reason="needs an x86-64 CPU with AVX2")
+def test_the_avx2_build_matches_the_float64_reference(monkeypatch):
+    """The AVX2 build (compiled here, whatever this CPU's highest level) against the reference, forward and backward."""
+    monkeypatch.setenv(ISA_ENV, "avx2")
+    module = load_cpu_kernels()
+    if module is None:
+        require_kernel_build(False, os.environ)
+    assert module is load_cpu_kernels("avx2") and "avx2_" in module.__name__
+    if shutil.which("objdump"):  # an AVX2 build must run on a CPU without AVX-512: no zmm register in its code
+        code = subprocess.run(["objdump", "-d", module.__file__], capture_output=True, text=True, check=True).stdout
+        assert "ymm" in code and "zmm" not in code
+    for case in AVX2_CASES:
+        compare_backend_to_reference(case, "cpu")
+    test_cpu_kernel_math_is_accurate_over_its_range()
+    test_cpu_backward_is_bit_identical_between_runs()
+
+
+@needs_kernel
+def test_exp_of_large_negative_arguments_is_zero_not_a_tiny_state():
+    """dt A far below -87: the state forgets its past exactly (exp gives 0) and stays finite, as in float64."""
+    case = ScanCase(length=3, dim=1, dstate=1, bc_mode="constant", has_z=False, has_D=False, has_bias=False)
+    inputs = {
+        **make_inputs(case),
+        "A": torch.tensor([[-200.0]]),
+        "B": torch.tensor([[1.0]]),
+        "C": torch.tensor([[1.0]]),
+    }
+    inputs["u"] = torch.tensor([[[1.0, 2.0, 3.0]]]).expand(2, 1, 3).contiguous()
+    inputs["delta"] = torch.tensor([[[0.5, 1.0, 0.75]]]).expand(2, 1, 3).contiguous()
+    y = selective_scan(**inputs, backend="cpu")
+    # y_t = x_t = exp(dt_t A) x_{t-1} + dt_t u_t with exp(-200) and exp(-150) zero in float32
+    torch.testing.assert_close(y, torch.tensor([[[0.5, 2.0, 2.25]]]).expand(2, 1, 3), rtol=0, atol=0)

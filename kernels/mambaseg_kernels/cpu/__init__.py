@@ -2,27 +2,46 @@
 
 ``load_cpu_kernels()`` returns the compiled module (``selective_scan_fwd``, ``selective_scan_bwd``,
 see ``selective_scan.cpp``), or None with a one-time warning when it cannot be built (no compiler).
-The build targets this machine's processor (-march=native); the cache name carries a digest of the
-processor's flags and of the sources and headers, so that a stale build or one made on another
-machine sharing the cache is never loaded.
+
+The kernel is built for one instruction-set level (``ISA_LEVELS``): on x86-64 ``avx512`` (x86-64-v4, 512-bit
+vectors), ``avx2`` (x86-64-v3: AVX2 and FMA) or ``generic`` (baseline x86-64, SSE2); elsewhere ``generic`` is
+built for the machine's own processor. The highest level the processor supports is used unless
+``MAMBASEG_CPU_ISA`` names a level, which must be one the processor supports (a ValueError naming the variable
+otherwise): benchmarks and tests use it to run the AVX2 build on an AVX-512 machine. The cache name carries the
+level and a digest of the processor's flags, the compiler flags, the sources and the headers, so that a stale
+build or one made on another machine sharing the cache is never loaded.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import logging
+import os
 import platform
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
-log = logging.getLogger(__name__)
-
 SOURCES = ("selective_scan.cpp",)
 HEADERS = ("scan_math.h",)
+ISA_ENV = "MAMBASEG_CPU_ISA"
+ISA_LEVELS = ("avx512", "avx2", "generic")  # highest first
+# The processor flags (as /proc/cpuinfo names them) each x86-64 level needs: those of x86-64-v4 and -v3.
+ISA_CPU_FLAGS = {
+    "avx512": ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma"),
+    "avx2": ("avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm"),
+    "generic": (),
+}
+X86_ARCH_FLAGS = {
+    "avx512": ["-march=x86-64-v4", "-mprefer-vector-width=512"],
+    "avx2": ["-march=x86-64-v3"],
+    "generic": ["-march=x86-64"],
+}
 # -fopenmp: at::parallel_for spreads the channel blocks over threads only when built with OpenMP.
-CFLAGS = ["-O3", "-march=native", "-fopenmp", "-fno-math-errno", "-std=c++17"]
+# -fno-trapping-math (no floating-point traps, results unchanged) lets the compiler compute both sides of a
+# select: without it GCC keeps the clamps of fast_exp as branches and leaves the AVX2 loops scalar.
+COMMON_CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
 LDFLAGS = ["-fopenmp"]
 CHECKPOINT_CHUNK = 256  # kChunk in selective_scan.cpp: steps between the states the forward saves
 
@@ -32,31 +51,84 @@ def checkpoint_chunks(length: int) -> int:
     return (length + CHECKPOINT_CHUNK - 1) // CHECKPOINT_CHUNK
 
 
-def _build_tag(here: Path) -> str:
-    """A digest of the processor's model and features, the sources, headers and flags: the build-cache key."""
+@functools.cache
+def _cpuinfo_lines() -> tuple[str, ...]:
     try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        machine = [line for line in cpuinfo if line.startswith(("flags", "model name", "Features"))][:2]
+        return tuple(Path("/proc/cpuinfo").read_text().splitlines())
     except OSError:
-        machine = []
-    digest = hashlib.sha1("\n".join([platform.machine(), *machine, *CFLAGS]).encode())
+        return ()
+
+
+def _is_x86() -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64")
+
+
+def supported_isa_levels(cpuinfo: tuple[str, ...] | None = None) -> tuple[str, ...]:
+    """The levels of ``ISA_LEVELS`` this processor runs, highest first (``generic`` always)."""
+    if not _is_x86():
+        return ("generic",)
+    lines = _cpuinfo_lines() if cpuinfo is None else cpuinfo
+    flags = next((set(line.partition(":")[2].split()) for line in lines if line.startswith("flags")), set())
+    return tuple(level for level in ISA_LEVELS if set(ISA_CPU_FLAGS[level]) <= flags)
+
+
+def select_isa_level(environ: Mapping[str, str] | None = None, supported: tuple[str, ...] | None = None) -> str:
+    """The level to build: ``MAMBASEG_CPU_ISA`` when set, else the highest the processor supports.
+
+    Raises ValueError naming the variable and its value when it is not a level, or one this processor lacks.
+    """
+    environ = os.environ if environ is None else environ
+    supported = supported_isa_levels() if supported is None else supported
+    requested = environ.get(ISA_ENV, "").strip()
+    if not requested:
+        return supported[0]
+    if requested not in ISA_LEVELS:
+        raise ValueError(f"{ISA_ENV}={requested!r} is not an instruction-set level; choose one of {ISA_LEVELS}")
+    if requested not in supported:
+        raise ValueError(
+            f"{ISA_ENV}={requested}: this processor does not support it (it supports {', '.join(supported)})"
+        )
+    return requested
+
+
+def compiler_flags(level: str) -> list[str]:
+    """The C++ flags of a build at ``level``."""
+    arch = X86_ARCH_FLAGS[level] if _is_x86() else ["-march=native"]
+    return [*COMMON_CFLAGS, *arch]
+
+
+def _build_tag(here: Path, level: str) -> str:
+    """A digest of the processor's model and features, the sources, headers and flags: the build-cache key."""
+    machine = [line for line in _cpuinfo_lines() if line.startswith(("flags", "model name", "Features"))][:2]
+    digest = hashlib.sha1("\n".join([platform.machine(), *machine, *compiler_flags(level)]).encode())
     for name in SOURCES + HEADERS:
         digest.update((here / name).read_bytes())
-    return digest.hexdigest()[:12]
+    return f"{level}_{digest.hexdigest()[:12]}"
+
+
+def load_cpu_kernels(isa: str | None = None) -> ModuleType | None:
+    """The CPU kernel built for ``isa`` (default: ``select_isa_level()``), built once, then from the cache.
+
+    None, with a one-time warning, when it cannot be built; ValueError for a bad ``MAMBASEG_CPU_ISA``.
+    """
+    if isa is None:
+        return _load(select_isa_level())
+    if isa not in supported_isa_levels():
+        raise ValueError(f"isa={isa!r}: this processor supports {supported_isa_levels()}")
+    return _load(isa)
 
 
 @functools.cache
-def load_cpu_kernels() -> ModuleType | None:
-    """Build (once, then from the cache) and import the CPU kernel; None when that is impossible."""
+def _load(level: str) -> ModuleType | None:
     from torch.utils.cpp_extension import load
 
     here = Path(__file__).parent
     try:
         return load(
-            name=f"mambaseg_scan_cpu_{_build_tag(here)}",
+            name=f"mambaseg_scan_cpu_{_build_tag(here, level)}",
             sources=[str(here / s) for s in SOURCES],
             extra_include_paths=[str(here)],
-            extra_cflags=CFLAGS,
+            extra_cflags=compiler_flags(level),
             extra_ldflags=LDFLAGS,
             verbose=False,
         )
@@ -65,6 +137,6 @@ def load_cpu_kernels() -> ModuleType | None:
             f"mambaseg: the compiled CPU selective scan could not be built ({type(err).__name__}: {err}); "
             "falling back to the slow PyTorch reference. Install a C++ compiler (g++ or clang) to fix this.",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
         return None

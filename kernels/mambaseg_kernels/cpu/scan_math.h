@@ -14,9 +14,13 @@ inline float bits_to_float(int32_t i) {
   return f;
 }
 
-// exp(x), relative error below 2e-7 on [-87, 88]; inputs outside are clamped (exp(-87) ~ 1.6e-38).
+// exp(x), relative error below 3e-7 (measured 2.3e-7) on [-87, 88]; 0 below -87 (exp(-87) ~ 1.6e-38, so no subnormal
+// results), and exp(88) above 88. The clamps are separate selects, which compile to vector min / max
+// (a nested conditional became a branch, and a scalar loop, in AVX2 builds).
 inline float fast_exp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const bool underflow = x < -87.0f;
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
   const float round_magic = 12582912.0f;  // 1.5 * 2^23: adding and subtracting rounds to the nearest integer
   float n = (x * 1.4426950409f + round_magic) - round_magic;
   float g = x - n * 0.693145751953125f;  // Cody-Waite: ln 2 in two parts keeps g exact
@@ -29,7 +33,7 @@ inline float fast_exp(float x) {
   p = p * g + 1.0f;
   p = p * g + 1.0f;
   float scale = bits_to_float((static_cast<int32_t>(n) + 127) << 23);
-  return p * scale;
+  return underflow ? 0.0f : p * scale;
 }
 
 // log(1 + y) for y in [0, 1]: 2 atanh(s) with s = y / (2 + y) in [0, 1/3], a series in s^2 with

@@ -20,6 +20,9 @@
 #include "scan_math.h"
 
 namespace mambaseg_cpu {
+// Internal linkage: builds for several instruction-set levels can be loaded in one process, and none may
+// resolve a call to another's copy of a function.
+namespace {
 
 constexpr int64_t kLanes = 32;   // channels per block
 constexpr int64_t kChunk = 256;  // steps between saved states
@@ -169,6 +172,12 @@ void store_rows(const Problem& p, const float* tile, int64_t t0, int64_t steps, 
 template <bool VarB, bool VarC>
 inline void step(const Problem& p, const BlockParams& bp, const float* b_step, const float* c_step, const float* dt,
                  const float* u, const float* x_prev, float* x_next, float* y) {
+  float du[kLanes], acc[kLanes];  // dt u, and the sum over n kept out of y so that it stays in registers
+#pragma omp simd
+  for (int64_t c = 0; c < kLanes; ++c) {
+    du[c] = dt[c] * u[c];
+    acc[c] = 0.f;
+  }
   for (int64_t n = 0; n < p.dstate; ++n) {
     const float* a_row = bp.A.data() + n * kLanes;
     const float* b_row = bp.B.data() + n * kLanes;
@@ -181,11 +190,13 @@ inline void step(const Problem& p, const BlockParams& bp, const float* b_step, c
     for (int64_t c = 0; c < kLanes; ++c) {
       float bv = VarB ? b_n : b_row[c];
       float cv = VarC ? c_n : c_row[c];
-      float x = fast_exp(dt[c] * a_row[c]) * xp[c] + dt[c] * u[c] * bv;
+      float x = fast_exp(dt[c] * a_row[c]) * xp[c] + du[c] * bv;
       xn[c] = x;
-      y[c] += x * cv;
+      acc[c] += x * cv;
     }
   }
+#pragma omp simd
+  for (int64_t c = 0; c < kLanes; ++c) y[c] += acc[c];
 }
 
 template <bool VarB, bool VarC>
@@ -504,6 +515,7 @@ std::vector<at::Tensor> selective_scan_bwd(const at::Tensor& u, const at::Tensor
   return {du, ddelta, dA, dB, dC, dD, dz, dbias};
 }
 
+}  // namespace
 }  // namespace mambaseg_cpu
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

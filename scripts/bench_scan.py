@@ -16,6 +16,7 @@ Every figure, the reference's included, is the median of --repeats timed runs af
 script prints that count and the CPU (model, avx2 / avx512f / amx) with the tables.
 Usage: python scripts/bench_scan.py [--repeats 3] [--reference-length 2048] [--output docs/bench_scan.md]
        python scripts/bench_scan.py --repeats 1 --reference-length 64 --shapes "U-Mamba bottleneck"  # a quick check
+       python scripts/bench_scan.py --no-plain-loop  # without the plain fused C loop comparison
 """
 
 from __future__ import annotations

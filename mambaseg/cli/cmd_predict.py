@@ -85,8 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the networks: compiling costs about a minute per process on a CPU, more than it saves "
-        "on 10 hippocampus cases (see docs/benchmarks.md)",
+        help="torch.compile the networks: compiled once per process and window batch shape, at the first case; "
+        "whether that pays is measured by scripts/bench_predict.py --modes compile (docs/benchmarks.md)",
     )
     parser.add_argument("--fast", action="store_true", help="no mirroring and step 0.75 (unless --step is given)")
     parser.add_argument("--num-parts", type=int, help="split the cases into this many parts (default: torchrun's)")

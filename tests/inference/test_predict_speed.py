@@ -23,7 +23,7 @@ from tests.data.synthetic import write_nnunet_dataset
 
 TRAIN = ["-c", "3d_fullres", "-n", "unet_resenc", "trainer=cpu_short", "trainer.num_epochs=1"]
 TRAIN += ["trainer.iterations_per_epoch=2", "trainer.val_iterations=1", "num_workers=0"]
-CASES = ["case_004.nii.gz", "case_005.nii.gz"]
+CASES = ["case_005.nii.gz", "case_006.nii.gz"]
 CPU = torch.device("cpu")
 native_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no native bfloat16")
 
@@ -32,7 +32,7 @@ native_bf16 = pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(run folder with fold 0, folder of 2 test images of 10 × 20 × 18 voxels, larger than the patch)."""
     root = tmp_path_factory.mktemp("predict_speed")
-    dataset = write_nnunet_dataset(root / "Dataset001_Tiny", n_cases=4, n_test=2, shape=(10, 20, 18), spacing=(1, 1, 1))
+    dataset = write_nnunet_dataset(root / "Dataset001_Tiny", n_cases=5, n_test=2, shape=(10, 20, 18), spacing=(1, 1, 1))
     assert main(["train", str(dataset), "--workspace", str(root / "ws"), "-f", "0", *TRAIN]) == 0
     return root / "ws" / "Synthetic" / "runs" / "3d_fullres__unet_resenc", dataset / "imagesTs"
 

@@ -14,6 +14,12 @@ a subprocess on 1 case and on N cases, so ``per case`` is ``(time(N) - time(1)) 
 start-up; ``end to end`` is ``time(N) / N``. CPU seconds are user + system of the process and its
 children; peak memory is the largest resident set.
 
+Modes (``--modes``): ours runs once per mode, each against the same nnU-Net timing: ``float32``
+(``--precision float32``), ``default`` (no option: ``--precision auto``, bfloat16 where the CPU has it
+natively), ``fast`` (``--fast``), ``compile`` (``--compile``; its compilation counts, once per process).
+With ``--held-out`` the images are fold 0's validation cases of the run's ``splits.json`` and each mode's
+masks of the N cases are scored against ``--labels`` (mean foreground Dice).
+
 Memory (``--memory``): ``mambaseg predict`` of a synthetic 300 × 512 × 512 CT (int16 HU, 0.8 × 0.8 × 1.5 mm,
 NIfTI) with a small ``unet_resenc`` run planned at that spacing (no resampling), once per class count
 in ``--classes``, without mirroring; peak resident memory of the predicting process.
@@ -47,6 +53,7 @@ DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "Task04_Hippocampus" / "image
 DEFAULT_NNUNET_VENV = Path("/tmp/nnunet_venv")
 DEFAULT_NNUNET_PLANS = Path("/tmp/nnu/pre/Dataset004_Hippocampus/nnUNetResEncUNetMPlans.json")
 TOPOLOGY_KEYS = ("n_stages", "features_per_stage", "strides", "kernel_sizes", "n_blocks_per_stage")
+MODES = {"float32": ["--precision", "float32"], "default": [], "fast": ["--fast"], "compile": ["--compile"]}
 
 log = logging.getLogger("bench_predict")
 
@@ -83,9 +90,9 @@ def link_cases(images: list[Path], folder: Path) -> Path:
     return folder
 
 
-def run_ours(run: Path, cases: Path, out: Path, threads: int, checkpoint: str) -> Measurement:
+def run_ours(run: Path, cases: Path, out: Path, threads: int, checkpoint: str, mode: str = "float32") -> Measurement:
     command = [sys.executable, "-m", "mambaseg", "predict", "-i", str(cases), "-o", str(out), "-m", str(run)]
-    command += ["-f", "0", "--checkpoint", checkpoint, "--device", "cpu"]
+    command += ["-f", "0", "--checkpoint", checkpoint, "--device", "cpu", *MODES[mode]]
     return measure(command, thread_env(threads), out.with_suffix(".log"))
 
 
@@ -150,35 +157,69 @@ def nnunet_worker(settings: dict) -> None:
     )
 
 
+def held_out_images(args: argparse.Namespace) -> list[Path]:
+    """Fold 0's validation cases of the runs' ``splits.json`` (one dataset for all runs), as image files."""
+    from mambaseg.workspace.layout import DatasetFiles
+
+    splits = {DatasetFiles(run.parent.parent).splits for run in args.run}
+    if len(splits) != 1:
+        raise ValueError(f"--held-out: the runs belong to more than one dataset: {sorted(map(str, splits))}")
+    names = json.loads(splits.pop().read_text())[0]["val"]
+    return [args.images / f"{name}.nii.gz" for name in sorted(names)]
+
+
+def mean_dice(masks: Path, labels: Path, names: list[str], work: Path) -> float:
+    """Mean foreground Dice of ``masks`` against the references of the same names in ``labels``."""
+    from mambaseg.evaluation.summary import evaluate_folders
+
+    references = work / f"{masks.name}_references"
+    references.mkdir()
+    for name in names:
+        (references / name).symlink_to((labels / name).resolve())
+    return evaluate_folders(masks, references, metrics=("dice",))["foreground_mean"]["dice"]
+
+
 def speed(args: argparse.Namespace, work: Path) -> list[str]:
-    """The speed table's rows, one per run and tool, with the ratio."""
-    images = sorted(args.images.glob("*.nii.gz"))[: args.cases]
+    """The speed table's rows, one per run, tool and mode, with the ratio to nnU-Net (and Dice with --held-out)."""
+    images = (
+        held_out_images(args)[: args.cases] if args.held_out else sorted(args.images.glob("*.nii.gz"))[: args.cases]
+    )
     if len(images) < 2:
         raise ValueError(f"{args.images}: needs at least 2 .nii.gz images, found {len(images)}")
     folders = {1: link_cases(images[:1], work / "cases_1"), len(images): link_cases(images, work / "cases_n")}
+    names, n = [image.name for image in images], len(images)
     rows = []
     for run in args.run:
-        timings: dict[str, dict[int, Measurement]] = {"mambaseg": {}, "nnU-Net": {}}
-        run_ours(run, folders[1], work / f"{run.name}_warm_ours", args.threads, args.checkpoint)  # builds, caches
+        tools = [f"mambaseg {mode}" for mode in args.modes] + ["nnU-Net"]
+        timings: dict[str, dict[int, Measurement]] = {tool: {} for tool in tools}
+        for mode in args.modes:  # builds the kernels, fills caches
+            run_ours(run, folders[1], work / f"{run.name}_warm_{mode}", args.threads, args.checkpoint, mode)
         run_nnunet(run, folders[1], work / f"{run.name}_warm_nnunet", args)
-        for n, cases in folders.items():
-            out = work / f"{run.name}_{n}"
-            timings["mambaseg"][n] = run_ours(
-                run, cases, out.with_name(out.name + "_ours"), args.threads, args.checkpoint
-            )
-            timings["nnU-Net"][n] = run_nnunet(run, cases, out.with_name(out.name + "_nnunet"), args)
+        for size, cases in folders.items():
+            for mode in args.modes:
+                out = work / f"{run.name}_{size}_{mode}"
+                timings[f"mambaseg {mode}"][size] = run_ours(run, cases, out, args.threads, args.checkpoint, mode)
+            timings["nnU-Net"][size] = run_nnunet(run, cases, work / f"{run.name}_{size}_nnunet", args)
         per_case = {}
         for tool, by_n in timings.items():
-            one, many, n = by_n[1], by_n[len(images)], len(images)
+            one, many = by_n[1], by_n[n]
             per_case[tool] = (many.wall - one.wall) / (n - 1)
             cpu = (many.cpu - one.cpu) / (n - 1)
-            rows.append(f"| {run.name} | {tool} | {per_case[tool]:.2f} | {cpu:.2f} | {many.wall / n:.2f} ")
-            rows[-1] += f"| {many.peak_mib:.0f} |"
+            dice = ""
+            if args.held_out and tool != "nnU-Net":  # nnU-Net's network is random: its masks are not scored
+                masks = work / f"{run.name}_{n}_{tool.split()[1]}"
+                dice = f"{mean_dice(masks, args.labels, names, work):.4f}"
+            ratio = per_case[tool] / per_case["nnU-Net"] if tool != "nnU-Net" else 1.0
+            rows.append(
+                f"| {run.name} | {tool} | {per_case[tool]:.2f} | {ratio:.2f} | {cpu:.2f} | {many.wall / n:.2f} "
+                f"| {many.peak_mib:.0f} | {dice} |"
+            )
             log.info(rows[-1])
-        ratio = per_case["mambaseg"] / per_case["nnU-Net"]
-        rows.append(f"| {run.name} | ratio mambaseg / nnU-Net (target <= 1.5) | {ratio:.2f} | | | |")
-    header = "| run | tool | s per case | CPU s per case | end to end s per case | peak RSS (MiB) |"
-    return [header, "|---|---|---|---|---|---|", *rows]
+    header = (
+        "| run | tool | s per case | ratio to nnU-Net (target <= 0.7) | CPU s per case | end to end s per case "
+        "| peak RSS (MiB) | Dice |"
+    )
+    return [header, "|---|---|---|---|---|---|---|---|", *rows]
 
 
 def write_ct(path: Path, shape: tuple[int, int, int]) -> None:
@@ -251,6 +292,9 @@ def main() -> int:
     parser.add_argument("--checkpoint", default="final", help="our checkpoint per fold: final or best")
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of single-channel .nii.gz images")
     parser.add_argument("--cases", type=int, default=10, help="how many images (sorted by name)")
+    parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["float32", "default", "fast"])
+    parser.add_argument("--held-out", action="store_true", help="predict fold 0's validation cases and score them")
+    parser.add_argument("--labels", type=Path, help="reference masks for --held-out (default: IMAGES/../labelsTr)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads for both tools")
     parser.add_argument("--nnunet-venv", type=Path, default=DEFAULT_NNUNET_VENV)
     parser.add_argument("--nnunet-plans", type=Path, default=DEFAULT_NNUNET_PLANS, help="its ResEnc M plans")
@@ -268,6 +312,7 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.labels = args.labels or args.images.parent / "labelsTr"
     if not args.memory and not args.run:
         parser.error("give --run RUN_FOLDER (one or more) or --memory")
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))

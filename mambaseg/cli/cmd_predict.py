@@ -22,12 +22,14 @@ from rich.console import Console
 
 from mambaseg.cli.display import show_error
 from mambaseg.cli.main import add_workspace_argument
+from mambaseg.inference.predictor import PRECISION_CHOICES
 from mambaseg.io.progress import console_progress
 from mambaseg.workspace import predict
 from mambaseg.workspace.layout import CHECKPOINT_KINDS
 
 FLAGS = {
     "step": "--step",
+    "precision": "--precision",
     "num_parts": "--num-parts",
     "part_id": "--part-id",
     "save_probabilities": "--save-probabilities",
@@ -70,7 +72,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="predict again cases whose outputs exist")
     parser.add_argument("--no-mirroring", action="store_true", help="no test-time mirroring (faster, less accurate)")
-    parser.add_argument("--step", type=float, default=0.5, help="sliding-window step as a fraction of the patch")
+    parser.add_argument(
+        "--step", type=float, help="sliding-window step as a fraction of the patch (default: 0.5; with --fast 0.75)"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISION_CHOICES,
+        default="auto",
+        help="autocast precision of the networks: auto (default) is bfloat16 on CPUs with native bf16 (AVX512_BF16 "
+        "or AMX), float16 on CUDA, float32 elsewhere; logits stay float32, the Mamba scan computes in float32",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the networks: compiled once per process and window batch shape, at the first case; "
+        "whether that pays is measured by scripts/bench_predict.py --modes compile (docs/benchmarks.md)",
+    )
+    parser.add_argument("--fast", action="store_true", help="no mirroring and step 0.75 (unless --step is given)")
     parser.add_argument("--num-parts", type=int, help="split the cases into this many parts (default: torchrun's)")
     parser.add_argument("--part-id", type=int, help="the part to predict, 0-based (default: torchrun's rank)")
     parser.add_argument("--series", help="only the DICOM series with this SeriesInstanceUID")
@@ -93,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             mirroring=not args.no_mirroring,
             step=args.step,
+            precision=args.precision,
+            compile=args.compile,
+            fast=args.fast,
             save_probabilities=args.save_probabilities,
             dicom_seg=args.dicom_seg,
             segment_codes=args.segment_codes,

@@ -72,6 +72,7 @@ class CascadePredictor(Predictor):
             mirror_axes=predictor.mirror_axes,
             step=predictor.step,
             batch_size=predictor.batch_size,
+            autocast_dtype=predictor.autocast_dtype,
             previous=previous,
             labels=labels,
         )

@@ -197,9 +197,13 @@ def make_ensemble_predictor(
     device: torch.device,
     mirroring: bool = True,
     step: float = 0.5,
-    predictor_of: Callable[[TrainedRun, torch.device, bool, float], Predictor] = make_predictor,
+    predictor_of: Callable[..., Predictor] = make_predictor,
+    **speed,
 ) -> EnsemblePredictor:
-    """One predictor per instructed run (its folds averaged, built by ``predictor_of``), averaged and postprocessed."""
+    """One predictor per instructed run (its folds averaged, built by ``predictor_of``), averaged and postprocessed.
+
+    ``speed``: passed on to ``predictor_of`` as keywords (``make_predictor``'s ``autocast_dtype`` and ``compile``).
+    """
     logger.info("predicting as %s says: %s", instructed.instructions_file, instructed.name)
-    predictors = [predictor_of(run, device, mirroring, step) for run in instructed.runs]
+    predictors = [predictor_of(run, device, mirroring, step, **speed) for run in instructed.runs]
     return EnsemblePredictor(predictors, instructed.postprocessing)

@@ -6,6 +6,10 @@ The same preprocessing functions as training bring the input into the plan's spa
 (one per fold) predicts logits by sliding window, softmax probabilities are averaged over models,
 resampled back to the input's spacing, pasted into the uncropped shape and transposed back, then
 the argmax is the mask, with exactly the input's geometry.
+
+Speed: the networks may run under autocast in a reduced precision (``resolve_precision``: bfloat16 on CPUs
+that compute it natively, float16 or bfloat16 on CUDA) and may be compiled with ``torch.compile``; the
+logits, their sums and the probabilities stay float32.
 """
 
 from __future__ import annotations
@@ -20,7 +24,38 @@ from torch import nn
 from mambaseg.inference.postprocessing import probabilities_to_mask
 from mambaseg.inference.sliding_window import sliding_window_predict
 from mambaseg.io import Image
+from mambaseg.nn.precision import native_autocast_dtype
 from mambaseg.preprocessing.case import PreprocessingSpec, preprocess_image_for_inference, restore_to_original
+
+PRECISIONS = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}  # name -> autocast dtype
+PRECISION_CHOICES = ("auto", *PRECISIONS)
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device`` (None: float32); refuses one the device lacks natively.
+
+    ``auto`` is the device's native reduced precision (``native_autocast_dtype``: bfloat16 on CPUs with
+    AVX512_BF16 or AMX, float16 on CUDA) and float32 elsewhere.
+    """
+    if precision == "auto":
+        return native_autocast_dtype(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision}: choose one of {', '.join(PRECISION_CHOICES)}")
+    dtype = PRECISIONS[precision]
+    if dtype is None:
+        return None
+    if device.type == "cuda":
+        if dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"precision {precision}: {device} has no bfloat16; use float16 or float32")
+        return dtype
+    if device.type == "cpu" and dtype == torch.bfloat16 and native_autocast_dtype(device) == torch.bfloat16:
+        return dtype
+    reason = (
+        "this CPU has no native bfloat16 (AVX512_BF16 or AMX-BF16): emulated, it is slower than float32"
+        if device.type == "cpu" and dtype == torch.bfloat16
+        else f"{precision} is not computed natively on {device.type}"
+    )
+    raise ValueError(f"precision {precision}: {reason}; use float32 (or auto)")
 
 
 def softmax_(logits: torch.Tensor) -> torch.Tensor:
@@ -51,6 +86,8 @@ class Predictor:
         batch_size: windows per forward pass.
         regions_class_order: for region-based models (one sigmoid channel per region, ``num_classes`` regions),
             the label each region's voxels get (``dataset.json``); None for softmax classes.
+        autocast_dtype: run the networks under autocast in this precision (``resolve_precision``); None: float32.
+        compile: ``torch.compile`` each network (compiled once per window batch shape, at its first case).
     """
 
     def __init__(
@@ -64,10 +101,13 @@ class Predictor:
         step: float = 0.5,
         batch_size: int = 1,
         regions_class_order: Sequence[int] | None = None,
+        autocast_dtype: torch.dtype | None = None,
+        compile: bool = False,
     ) -> None:
         if not models:
             raise ValueError("Predictor needs at least one model")
-        self.models = list(models)
+        self.models = [torch.compile(m, dynamic=False) for m in models] if compile else list(models)
+        self.autocast_dtype = autocast_dtype
         self.spec = spec
         self.patch_size = tuple(patch_size)
         self.num_classes = num_classes
@@ -94,6 +134,7 @@ class Predictor:
                 self.mirror_axes,
                 self.batch_size,
                 self.device,
+                autocast_dtype=self.autocast_dtype,
             )
         logits = torch.empty((self.num_classes, *image.shape[1:]), dtype=torch.float32, device=image.device)
         for z in range(image.shape[1]):

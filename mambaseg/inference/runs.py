@@ -139,8 +139,18 @@ def load_model(run: TrainedRun, checkpoint: Path, device: torch.device) -> nn.Mo
     return model.to(device).eval()
 
 
-def make_predictor(run: TrainedRun, device: torch.device, mirroring: bool = True, step: float = 0.5) -> Predictor:
-    """A predictor averaging every fold of ``run``; windows are batched by the plan's batch size."""
+def make_predictor(
+    run: TrainedRun,
+    device: torch.device,
+    mirroring: bool = True,
+    step: float = 0.5,
+    autocast_dtype: torch.dtype | None = None,
+    compile: bool = False,
+) -> Predictor:
+    """A predictor averaging every fold of ``run``; windows are batched by the plan's batch size.
+
+    ``autocast_dtype`` and ``compile``: as ``Predictor``'s.
+    """
     models = [load_model(run, path, device) for path in run.checkpoints]
     logger.info("predicting with %s, folds %s, on %s", run.run_dir, [p.parent.name for p in run.checkpoints], device)
     return Predictor(
@@ -153,4 +163,6 @@ def make_predictor(run: TrainedRun, device: torch.device, mirroring: bool = True
         step=step,
         batch_size=max(1, run.plan.batch_size),
         regions_class_order=run.plans.regions_class_order,
+        autocast_dtype=autocast_dtype,
+        compile=compile,
     )

@@ -7,7 +7,8 @@ Windows of the training patch size overlap by ``1 - step`` (step 0.5: half a pat
 logits are weighted by a Gaussian centred on the window (sigma = patch / 8), summed into the full
 image and divided by the summed weights. Images smaller than the patch are padded with zeros and the
 padding cut away afterwards. With mirror axes, every combination of flips along them is predicted
-and the logits averaged.
+and the logits averaged. With a reduced precision the network runs under autocast (the selective scan stays
+float32 inside it); its logits are converted to float32 before they are averaged and accumulated.
 """
 
 from __future__ import annotations
@@ -63,14 +64,23 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, patches: torch.Tensor, mirror_axes: Sequence[int]) -> torch.Tensor:
-    """Logits for a batch of windows (b, c, *patch) -> (b, k, *patch), averaged over mirror combinations."""
+def predict_logits(
+    model: nn.Module,
+    patches: torch.Tensor,
+    mirror_axes: Sequence[int],
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Logits for a batch of windows (b, c, *patch) -> (b, k, *patch), float32, averaged over mirror combinations.
+
+    ``autocast_dtype`` (bfloat16, float16): the network runs under autocast in that precision; None: as it is.
+    """
     total = None
     combos = mirror_combinations(mirror_axes)
     for flips in combos:
         dims = [2 + a for a in flips]
         inputs = patches.flip(dims) if dims else patches
-        out = model(inputs)
+        with torch.autocast(patches.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            out = model(inputs)
         if isinstance(out, list | tuple):  # deep supervision: the full-resolution output comes first
             out = out[0]
         out = out.float()
@@ -90,6 +100,7 @@ def sliding_window_predict(
     batch_size: int = 1,
     device: torch.device | str | None = None,
     gaussian: bool = True,
+    autocast_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """Predict logits for a whole image by overlapping windows.
 
@@ -103,6 +114,7 @@ def sliding_window_predict(
         batch_size: windows per forward pass.
         device: where the model runs (default: the model's device).
         gaussian: weight windows by a Gaussian (else uniformly).
+        autocast_dtype: run the network under autocast in this precision (None: float32); logits stay float32.
 
     Returns:
         Logits (k, *spatial), float32, on the image's device.
@@ -123,7 +135,7 @@ def sliding_window_predict(
     counts = torch.zeros(padded_shape, dtype=torch.float32, device=image.device)
     for windows in _batches(window_slices(padded_shape, patch_size, step), batch_size):
         patches = torch.stack([padded[(slice(None), *w)] for w in windows]).to(device)  # (b, c, *patch)
-        out = predict_logits(model, patches, mirror_axes).to(image.device)  # (b, k, *patch)
+        out = predict_logits(model, patches, mirror_axes, autocast_dtype).to(image.device)  # (b, k, *patch)
         if out.shape[1] != num_classes:
             raise ValueError(f"sliding window: the model gave {out.shape[1]} channels, expected {num_classes}")
         for w, window_logits in zip(windows, out, strict=True):

@@ -171,17 +171,20 @@ def previous_trained_run(run: TrainedRun, checkpoint: str) -> TrainedRun:
 
 
 def make_chained_predictor(
-    run: TrainedRun, checkpoint: str, device: torch.device, mirroring: bool = True, step: float = 0.5
+    run: TrainedRun, checkpoint: str, device: torch.device, mirroring: bool = True, step: float = 0.5, **speed
 ) -> Predictor:
-    """``make_predictor`` of ``run``; for a cascade run, the chain: its previous stage run predicts first."""
+    """``make_predictor`` of ``run``; for a cascade run, the chain: its previous stage run predicts first.
+
+    ``speed``: ``make_predictor``'s ``autocast_dtype`` and ``compile``, for every stage.
+    """
     if run.plan.previous_stage is None:
-        return make_predictor(run, device, mirroring, step)
-    first = make_chained_predictor(previous_trained_run(run, checkpoint), checkpoint, device, mirroring, step)
+        return make_predictor(run, device, mirroring, step, **speed)
+    first = make_chained_predictor(previous_trained_run(run, checkpoint), checkpoint, device, mirroring, step, **speed)
     log.info("cascade: %s takes the %s masks as input", run.run_dir, run.plan.previous_stage)
 
     def previous(images):
         return first.predict(images).mask
 
     return CascadePredictor.around(
-        make_predictor(run, device, mirroring, step), previous, run.plan.previous_stage_labels
+        make_predictor(run, device, mirroring, step, **speed), previous, run.plan.previous_stage_labels
     )

@@ -46,6 +46,7 @@ from mambaseg.inference.ensemble import (
 )
 from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
 from mambaseg.inference.postprocessing import InferenceInstructions, argmax_labels
+from mambaseg.inference.predictor import resolve_precision
 from mambaseg.inference.runs import TrainedRun
 from mambaseg.io import write_image
 from mambaseg.io.progress import Progress, as_progress
@@ -104,6 +105,8 @@ def find_best(
 
 
 MIN_STEP = 0.1  # 10 windows per patch length and axis: 1000 times the windows of step 1 in 3-D
+DEFAULT_STEP = 0.5  # nnU-Net's
+FAST_STEP = 0.75  # fast: windows overlap by a quarter, so every voxel near a window's edge has a second opinion
 
 
 def _check_writable(output: Path) -> None:
@@ -154,8 +157,8 @@ def _model(
         instructed = find_instructed_runs(workspace, dataset, checkpoint or "final")
         first = instructed.runs[0]
 
-        def chained(run: TrainedRun, device: torch.device, mirroring: bool, step: float) -> CasePredictor:
-            return make_chained_predictor(run, checkpoint or "final", device, mirroring, step)  # cascades chain
+        def chained(run: TrainedRun, device: torch.device, mirroring: bool, step: float, **speed) -> CasePredictor:
+            return make_chained_predictor(run, checkpoint or "final", device, mirroring, step, **speed)  # chain
 
         return partial(make_ensemble_predictor, instructed, predictor_of=chained), RunInfo(
             instructed.name, first.plans.channel_names, first.label_names
@@ -184,7 +187,10 @@ def predict(
     checkpoint: str | None = None,
     device: str = "auto",
     mirroring: bool = True,
-    step: float = 0.5,
+    step: float | None = None,
+    precision: str = "auto",
+    compile: bool = False,
+    fast: bool = False,
     save_probabilities: bool = False,
     dicom_seg: bool = False,
     segment_codes: str | os.PathLike | None = None,
@@ -208,7 +214,13 @@ def predict(
         checkpoint: ``final`` or ``best`` per fold (default: final; for a zip, the kind it holds).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         mirroring: test-time mirroring.
-        step: sliding-window step as a fraction of the patch, in (0, 1].
+        step: sliding-window step as a fraction of the patch, in [0.1, 1] (default: 0.5; with ``fast`` 0.75).
+        precision: ``auto`` (bfloat16 on CPUs that compute it natively, float16 on CUDA, else float32),
+            ``float32``, ``bfloat16`` or ``float16``: the networks run under autocast in it; the logits and
+            probabilities stay float32, the selective scan computes in float32. A precision the device lacks
+            natively is refused.
+        compile: ``torch.compile`` the networks (pays once per process; see ``docs/benchmarks.md``).
+        fast: no mirroring and step 0.75 (unless ``step`` is given).
         save_probabilities: also write ``CASE.npz`` (float16) and ``CASE.json``.
         dicom_seg: also write a DICOM-SEG for DICOM input.
         segment_codes: with ``dicom_seg``, a JSON file giving labels their coded concepts (see ``load_segment_codes``).
@@ -218,9 +230,13 @@ def predict(
         series: only the DICOM series with this SeriesInstanceUID.
         progress: where to report each case done (default: nowhere).
     """
+    if step is None:
+        step = FAST_STEP if fast else DEFAULT_STEP
+    mirroring = mirroring and not fast
     if not MIN_STEP <= step <= 1:
         raise ValueError(f"step {step}: must be between {MIN_STEP} and 1 (a fraction of the patch)")
     torch_device = resolve_device(device)
+    autocast_dtype = resolve_precision(precision, torch_device)
     check_backend_environment(torch_device)
     input, output = Path(input).expanduser(), Path(output).expanduser()
     if segment_codes is not None and not dicom_seg:
@@ -239,7 +255,14 @@ def predict(
     cases = select_part(cases, parts, part)
     if dicom_seg:
         _check_dicom_seg_sources(cases)
-    predictor = build_predictor(torch_device, mirroring, step)
+    log.info(
+        "predicting in %s, step %g, mirroring %s%s",
+        "float32" if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
+        step,
+        "on" if mirroring else "off",
+        ", compiled" if compile else "",
+    )
+    predictor = build_predictor(torch_device, mirroring, step, autocast_dtype=autocast_dtype, compile=compile)
     options = BatchOptions(save_probabilities, dicom_seg, overwrite)
     summary = predict_cases(predictor, cases, output, info, options, progress)
     summary.num_parts, summary.part_id = parts, part

@@ -157,4 +157,3 @@ def test_the_trainer_steps_in_bf16_with_channels_last_batches(native_bf16):
     assert seen == [True, True] and all(p.dtype == torch.float32 for p in net.parameters())
     assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters(), strict=True))
     assert 0 < loss < 10 and 0 < val_loss < 10 and counts.shape == (3, 2)
-

@@ -7,7 +7,10 @@ preprocessed Task04_Hippocampus, for each network given. nnU-Net: ``nnUNetTraine
 on the data its ``nnUNetv2_plan_and_preprocess -d 4 -c 3d_fullres`` wrote under ``--nnunet-root``.
 Both time ``train_step`` alone (forward, loss, backward, optimiser step) on a batch built before the clock
 starts, as background workers build it in training; after warm-up iterations, median of the timed ones, on the
-CPU with all threads. nnU-Net runs twice: with its default plans (``PlainConvUNet``) and its ResEnc M plans
+CPU with all threads. Ours runs twice per network: float32 (``trainer.amp=false``) and the default ``trainer.amp=true``
+(bf16 autocast with channels_last_3d on CPUs with native bf16, ``mambaseg.training.step``; the same float32 run
+where the CPU lacks it, so it is then skipped); nnU-Net's trainer is float32 on the CPU. nnU-Net runs twice:
+with its default plans (``PlainConvUNet``) and its ResEnc M plans
 (``ResidualEncoderUNet``, the topology of our ``unet_resenc`` plan), both with the same patch.
 
 Usage: python scripts/bench_train.py --workspace WS [--dataset ../shared/data/Task04_Hippocampus]
@@ -37,6 +40,7 @@ from mambaseg.training.losses import build_training_loss
 from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches
 from mambaseg.training.setup import count_outputs
+from mambaseg.training.step import build_grad_scaler, precision_record, training_memory_format, uses_amp
 from mambaseg.training.trainer import LoopSettings, Trainer
 from mambaseg.workspace import Workspace
 
@@ -74,7 +78,9 @@ NNUNET_PROGRAM = textwrap.dedent(
 )
 
 
-def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: int, iterations: int) -> float:
+def ours(
+    workspace: Path, dataset_path: Path, network: str, batch: int, warmup: int, iterations: int, amp: bool
+) -> float:
     dataset = load_dataset(dataset_path)
     files = Workspace(workspace).dataset(dataset.name)
     plans = load_plans(files.plans)
@@ -83,7 +89,10 @@ def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: 
         plan = plan_experiment(Fingerprint.load(files.fingerprint), network=network).configurations["3d_fullres"]
     config = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "trainer" / "default.yaml"))
     augmentation = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "augmentation" / "nnunet.yaml"))
-    model = build_network(plans, plan)
+    torch.manual_seed(0)
+    device = torch.device("cpu")
+    memory_format = training_memory_format(device, amp, len(plan.patch_size))
+    model = build_network(plans, plan).to(memory_format=memory_format)
     outputs = count_outputs(model, len(plans.channel_names), plan.patch_size)
     loss = build_training_loss(plans.labels, None, False, [1 / 2**i for i in range(outputs)] if outputs else None)
     optimizer, scheduler = build_optimization(model, optimizer_config_for(network, config), 1000)
@@ -95,9 +104,11 @@ def ours(workspace: Path, dataset_path: Path, network: str, batch: int, warmup: 
         augmentation=augmentation,
         mirror_axes=mirror_axes_for(plan),
     )
-    settings = LoopSettings(1, warmup + iterations, 0)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    trainer = Trainer(model, loss, optimizer, scheduler, None, None, settings, torch.device("cpu"), scaler)
+    settings = LoopSettings(1, warmup + iterations, 0, amp=amp)
+    scaler = build_grad_scaler(device, amp)
+    trainer = Trainer(
+        model, loss, optimizer, scheduler, None, None, settings, device, scaler, memory_format=memory_format
+    )
     model.train()
     times = []
     for step in range(warmup + iterations):
@@ -145,9 +156,15 @@ def main() -> None:
     args = parser.parse_args()
     if not args.dataset.is_dir():
         sys.exit(f"{args.dataset}: not found; this benchmark needs Task04_Hippocampus")
-    rows = [
-        (n, ours(args.workspace, args.dataset, n, args.batch_size, args.warmup, args.iterations)) for n in args.networks
-    ]
+    cpu = torch.device("cpu")
+    precisions = [False, True] if uses_amp(cpu, True) else [False]
+    rows = []
+    for network in args.networks:
+        for amp in precisions:
+            record = precision_record(cpu, amp, 3)
+            label = f"{network} ({record['autocast'] or 'float32'}, {record['memory_format']})"
+            seconds = ours(args.workspace, args.dataset, network, args.batch_size, args.warmup, args.iterations, amp)
+            rows.append((label, seconds))
     references = {
         plans: nnunet(args.nnunet_root, plans, args.batch_size, args.warmup, args.iterations) for plans in NNUNET_PLANS
     }

@@ -28,15 +28,21 @@ from mambaseg.training.optim import build_optimization, optimizer_config_for
 from mambaseg.training.patches import PatchBatches, epoch_batches
 from mambaseg.training.run_log import RunLog
 from mambaseg.training.setup import RunSpec, count_outputs, write_run_files
-from mambaseg.training.step import build_grad_scaler
+from mambaseg.training.step import build_grad_scaler, precision_record, training_memory_format
 from mambaseg.training.trainer import CheckpointWriter, LoopSettings, Trainer
 
 log = logging.getLogger(__name__)
 
 
-def run_record(spec: RunSpec) -> dict[str, Any]:
-    """What a checkpoint records of its run, so that prediction can refuse a fold of another run."""
-    return {"configuration": spec.configuration, "fold": spec.fold, "plan": dataclasses.asdict(spec.plan)}
+def run_record(spec: RunSpec, precision: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """What a checkpoint records of its run, so that prediction can refuse a fold of another run.
+
+    ``precision`` (from ``step.precision_record``) says what arithmetic trained it; prediction does not check it.
+    """
+    record = {"configuration": spec.configuration, "fold": spec.fold, "plan": dataclasses.asdict(spec.plan)}
+    if precision is not None:
+        record["precision"] = dict(precision)
+    return record
 
 
 def per_process_batch(batch_size: int, world: int) -> int:
@@ -66,14 +72,18 @@ def train_fold(
     plan, plans = spec.plan, spec.plans
     batch_size = per_process_batch(int(config["batch_size"] or plan.batch_size), world)  # before anything is written
     checkpoint_path = resume_checkpoint(spec.files, continue_training)
+    amp = LoopSettings.from_config(config["trainer"]).amp
+    spatial_dims = len(plan.patch_size)
+    precision = precision_record(device, amp, spatial_dims)
     if is_main:
-        write_run_files(spec.files, config, plan)
+        write_run_files(spec.files, {**config, "precision": precision}, plan)
 
     seed = int(config["seed"])
     torch.manual_seed(seed + rank)
     model = build_network(plans, plan)
     encoder_groups, on_epoch_start = prepare_fine_tuning(model, config.get("network") or {}, checkpoint_path is None)
-    model = model.to(device)
+    memory_format = training_memory_format(device, amp, spatial_dims)
+    model = model.to(device, memory_format=memory_format)
     n_outputs = count_outputs(model, len(plans.channel_names) + plan.extra_input_channels, plan.patch_size)
     scales = None if n_outputs is None else [1.0 / 2**i for i in range(n_outputs)]
     loss = build_training_loss(
@@ -115,6 +125,13 @@ def train_fold(
     workers = int(config["num_workers"])
 
     run_log = RunLog(spec.files.logs, plot=True) if is_main else None
+    log.info(
+        "training precision: %s, memory format %s on %s (trainer.amp=%s)",
+        f"{precision['autocast']} autocast" if precision["autocast"] else "float32",
+        precision["memory_format"],
+        device.type,
+        amp,
+    )
     writer = (
         CheckpointWriter(
             spec.files.checkpoints,
@@ -125,7 +142,7 @@ def train_fold(
             run_log,
             plans.to_dict(),
             dict(config),
-            lambda: {"run": run_record(spec)},
+            lambda: {"run": run_record(spec, precision)},
         )
         if is_main
         else None
@@ -150,6 +167,7 @@ def train_fold(
         regions=regions_from_labels(plans.labels),
         ignore_label=spec.dataset.ignore_label,
         on_epoch_start=on_epoch_start,
+        memory_format=memory_format,
     )
     trainer.fit(start_epoch)
     if run_log is not None:

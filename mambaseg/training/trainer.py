@@ -22,7 +22,7 @@ from torch import nn
 from mambaseg.training.distributed import all_reduce_sum, all_reduce_sums, rank_and_world
 from mambaseg.training.loop import CheckpointWriter, EpochLoop
 from mambaseg.training.run_log import RunLog, epoch_progress
-from mambaseg.training.step import amp_autocast, optimizer_step
+from mambaseg.training.step import amp_autocast, float32_loss, optimizer_step
 
 Batch = Mapping[str, torch.Tensor]  # {"image": (b, c, *patch) float, "label": (b, 1, *patch) int}
 
@@ -108,6 +108,7 @@ class Trainer:
         regions: region-based training's classes per region, else None (softmax).
         ignore_label: label value excluded from the pseudo Dice.
         on_epoch_start: called with the epoch number before each epoch trains (e.g. to freeze or unfreeze layers).
+        memory_format: the format batches are laid out in, the network's (``step.training_memory_format``).
     """
 
     def __init__(
@@ -126,6 +127,7 @@ class Trainer:
         regions: Sequence[Sequence[int]] | None = None,
         ignore_label: int | None = None,
         on_epoch_start: Callable[[int], None] | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         self.model = model
         self.loss = loss
@@ -141,14 +143,18 @@ class Trainer:
         self.regions = regions
         self.ignore_label = ignore_label
         self.on_epoch_start = on_epoch_start
+        self.memory_format = memory_format
 
     def _to_device(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        return batch["image"].to(self.device, non_blocking=True), batch["label"].to(self.device, non_blocking=True)
+        image = batch["image"].to(self.device, non_blocking=True)
+        if self.memory_format != torch.contiguous_format:
+            image = image.contiguous(memory_format=self.memory_format)
+        return image, batch["label"].to(self.device, non_blocking=True)
 
     def train_step(self, batch: Batch) -> float:
         image, label = self._to_device(batch)
         return optimizer_step(
-            lambda: self.loss(self.model(image), label),
+            lambda: float32_loss(self.loss, self.model(image), label),
             self.model,
             self.optimizer,
             self.grad_scaler,
@@ -162,7 +168,7 @@ class Trainer:
         image, label = self._to_device(batch)
         with amp_autocast(self.device, self.settings.amp):
             output = self.model(image)
-            loss = self.loss(output, label)
+        loss = float32_loss(self.loss, output, label)
         logits = output[0] if isinstance(output, list | tuple) else output
         return loss.item(), pseudo_dice_counts(logits.float(), label, self.regions, self.ignore_label)
 

@@ -11,6 +11,12 @@ from mambaseg.training.step import amp_autocast, build_grad_scaler, optimizer_st
 CPU = torch.device("cpu")
 
 
+@pytest.fixture(autouse=True)
+def cpu_without_bf16(monkeypatch):
+    """Plain float32 steps whatever this machine's CPU: bf16 is switched on by ``tests/training/test_precision.py``."""
+    monkeypatch.setattr("mambaseg.nn.precision.cpu_has_native_bf16", lambda: False)
+
+
 def _model() -> nn.Module:
     torch.manual_seed(0)
     return nn.Linear(4, 1)
@@ -70,7 +76,7 @@ def test_inf_gradients_skip_the_step_and_lower_the_scale(grad_clip):
     assert not torch.equal(_params(model), before)
 
 
-def test_amp_runs_on_cuda_only():
+def test_amp_on_a_cpu_without_native_bf16_is_float32():
     assert uses_amp(torch.device("cuda"), True) and not uses_amp(torch.device("cuda"), False)
     assert not uses_amp(CPU, True)
     assert not build_grad_scaler(CPU, amp=True).is_enabled()

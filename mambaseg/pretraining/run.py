@@ -37,7 +37,7 @@ from mambaseg.training.files import RunPaths
 from mambaseg.training.loop import CheckpointWriter, EpochLoop
 from mambaseg.training.optim import build_optimizer, build_scheduler
 from mambaseg.training.run_log import RunLog, epoch_progress, write_run_config
-from mambaseg.training.step import amp_autocast, build_grad_scaler, optimizer_step
+from mambaseg.training.step import amp_autocast, build_grad_scaler, float32_loss, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ class Pretraining:
         labels = labels.to(self.device, non_blocking=True)  # (b,)
         images, target = parts.mix(images, labels, rng)  # target (b, k)
         loss = optimizer_step(
-            lambda: soft_cross_entropy(parts.model(images), target),
+            lambda: float32_loss(soft_cross_entropy, parts.model(images), target),
             parts.model,
             parts.optimizer,
             parts.grad_scaler,

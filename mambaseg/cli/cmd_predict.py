@@ -2,7 +2,8 @@
 
 ``mambaseg predict -i INPUT -o OUTPUT -m WORKSPACE/DATASET/runs/CONFIG__NETWORK`` averages the folds of
 one run; ``-m MODEL.zip`` predicts with a model written by ``mambaseg export-model`` (extracted once into
-``WORKSPACE/exported_models/``). ``mambaseg predict -i INPUT -o OUTPUT -d DATASET [--workspace W]`` follows
+``WORKSPACE/exported_models/``), ``-m MODEL.pt2`` with a torch.export program written by it (on the CPU).
+``mambaseg predict -i INPUT -o OUTPUT -d DATASET [--workspace W]`` follows
 ``W/DATASET/inference_instructions.json`` (written by ``mambaseg find-best``): its runs and folds,
 their probabilities averaged, then its postprocessing.
 
@@ -45,7 +46,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "-m",
         "--model",
-        help="one run (its folder WORKSPACE/DATASET/runs/CONFIG__NETWORK), or a zip from `mambaseg export-model`",
+        help="one run (its folder WORKSPACE/DATASET/runs/CONFIG__NETWORK), or a model.zip or model.pt2 "
+        "(torch.export program, CPU) from `mambaseg export-model`",
     )
     model.add_argument(
         "-d",

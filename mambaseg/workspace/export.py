@@ -93,7 +93,7 @@ def _major(version: str) -> str:
     return str(version).split(".")[0]
 
 
-def _chosen_runs(
+def chosen_runs(
     workspace: Workspace,
     files: DatasetFiles,
     runs: Sequence[str] | None,
@@ -115,6 +115,12 @@ def _chosen_runs(
     return list(instructed.runs), instructed.postprocessing, FROM_INSTRUCTIONS
 
 
+def run_entry(dataset: str, run: TrainedRun) -> str:
+    """The run's folder as an exported model names it: ``DATASET/runs/CONFIGURATION__NETWORK``."""
+    target = _MODEL.workspace.dataset(dataset).run(run.configuration, RunFiles.parse(run.run_dir).network)
+    return _MODEL.entry(target.folder)
+
+
 def _dataset_description(dataset: str, run: TrainedRun) -> dict[str, Any]:
     """The name, labels and channel names, as JSON gives them back."""
     description = {"name": dataset, "labels": dict(run.plans.labels), "channel_names": dict(run.plans.channel_names)}
@@ -131,6 +137,9 @@ def export_model(
 ) -> ExportedModel:
     """Write one zip with everything prediction needs: what find-best chose, else the ``runs`` named.
 
+    An ``output`` ending in ``.pt2`` is written as a ``torch.export`` program instead, by
+    ``mambaseg.workspace.program.export_program`` (one run; see that module).
+
     Args:
         dataset: the dataset's name in the workspace (its folder ``WORKSPACE/DATASET``).
         output: the zip to write (replaced if it exists).
@@ -144,6 +153,10 @@ def export_model(
         ModelArchiveError: folds without runs, or a run outside the dataset.
         RunError: no instructions, or a run, fold or checkpoint is missing, or the runs do not fit together.
     """
+    from mambaseg.workspace import program  # imports this module: imported here, not at the top
+
+    if program.is_program(output):
+        return program.export_program(dataset, output, workspace, runs, folds, checkpoint)
     if checkpoint not in ("final", "best"):
         raise ModelArchiveError(f"checkpoint {checkpoint!r}: export final or best")
     ws = open_workspace(workspace)
@@ -151,7 +164,7 @@ def export_model(
     if not files.folder.is_dir():
         known = sorted(p.parent.parent.name for p in ws.root.glob("*/runs/"))
         raise ModelArchiveError(f"{files.folder}: no dataset {dataset!r} in the workspace (with runs: {known})")
-    chosen, postprocessing, source = _chosen_runs(ws, files, runs, folds, checkpoint)
+    chosen, postprocessing, source = chosen_runs(ws, files, runs, folds, checkpoint)
     model = _MODEL
     inside = model.workspace.dataset(dataset)
     contents: dict[str, Path | bytes] = {}
@@ -346,9 +359,9 @@ def _check_extracted(archive: Path, manifest_bytes: bytes, target: ExportedModel
 
 
 def is_model_archive(path: str | os.PathLike) -> bool:
-    """Whether ``path`` names a model zip rather than a run folder."""
+    """Whether ``path`` names a model zip rather than a run folder or a ``.pt2`` program (also a zip inside)."""
     path = Path(path).expanduser()
-    return path.suffix == ".zip" or (path.is_file() and zipfile.is_zipfile(path))
+    return path.suffix == ".zip" or (path.suffix != ".pt2" and path.is_file() and zipfile.is_zipfile(path))
 
 
 def open_model_archive(archive: str | os.PathLike, workspace: WorkspaceArg = None) -> ExportedModelFiles:

@@ -56,6 +56,7 @@ from mambaseg.workspace.export import is_model_archive, load_exported_model
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, PredictionFolder, Workspace
 from mambaseg.workspace.models import find_instructed_runs, find_run
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
+from mambaseg.workspace.program import is_program, program_model
 from mambaseg.workspace.runtime import resolve_device
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ def _model(
     """What ``model`` or ``dataset`` names, checked on disk: a function building its predictor, and its record."""
     if (model is None) == (dataset is None):
         raise ValueError("give one of model (a run folder or an exported model zip) and dataset (as find-best chose)")
+    if model is not None and is_program(model):
+        return program_model(model, folds, checkpoint)
     if model is not None and is_model_archive(model):
         if folds:
             raise ValueError(f"folds {' '.join(folds)}: an exported model predicts with the folds it holds")
@@ -207,7 +210,8 @@ def predict(
         output: the folder for the masks (``CASE.nii.gz`` in each input's geometry); not inside ``input``.
         model: a run folder ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK`` (its folds are averaged), or a
             zip written by ``export_model`` (predicts as it records; extracted once into
-            ``WORKSPACE/exported_models/``).
+            ``WORKSPACE/exported_models/``), or a ``.pt2`` torch.export program written by ``export_model`` (on
+            the CPU; ``mambaseg.workspace.program``).
         dataset: predict with the runs, folds and postprocessing of the dataset's inference instructions.
         workspace: the workspace (with ``dataset``, or a model zip).
         folds: with a run folder, the folds to average (default: every trained fold).

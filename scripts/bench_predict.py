@@ -200,10 +200,9 @@ def speed(args: argparse.Namespace, work: Path) -> list[str]:
                 out = work / f"{run.name}_{size}_{mode}"
                 timings[f"mambaseg {mode}"][size] = run_ours(run, cases, out, args.threads, args.checkpoint, mode)
             timings["nnU-Net"][size] = run_nnunet(run, cases, work / f"{run.name}_{size}_nnunet", args)
-        per_case = {}
+        per_case = {tool: (by_n[n].wall - by_n[1].wall) / (n - 1) for tool, by_n in timings.items()}
         for tool, by_n in timings.items():
             one, many = by_n[1], by_n[n]
-            per_case[tool] = (many.wall - one.wall) / (n - 1)
             cpu = (many.cpu - one.cpu) / (n - 1)
             dice = ""
             if args.held_out and tool != "nnU-Net":  # nnU-Net's network is random: its masks are not scored

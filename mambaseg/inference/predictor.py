@@ -111,6 +111,7 @@ class Predictor:
         self.spec = spec
         self.patch_size = tuple(patch_size)
         self.num_classes = num_classes
+        self.output_channels = num_classes  # channels of one model's logits (a subclass may stack several)
         self.device = device
         self.mirror_axes = tuple(mirror_axes)
         self.step = step
@@ -123,20 +124,21 @@ class Predictor:
             )
 
     def _logits(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-        """(c, *case) -> (k, *case); a 2-D plan of 3-D data predicts slice by slice along the first axis."""
+        """(c, *case) -> (output_channels, *case); a 2-D plan of 3-D data predicts slice by slice along the first
+        axis."""
         if len(self.patch_size) == image.dim() - 1:
             return sliding_window_predict(
                 model,
                 image,
                 self.patch_size,
-                self.num_classes,
+                self.output_channels,
                 self.step,
                 self.mirror_axes,
                 self.batch_size,
                 self.device,
                 autocast_dtype=self.autocast_dtype,
             )
-        logits = torch.empty((self.num_classes, *image.shape[1:]), dtype=torch.float32, device=image.device)
+        logits = torch.empty((self.output_channels, *image.shape[1:]), dtype=torch.float32, device=image.device)
         for z in range(image.shape[1]):
             logits[:, z] = self._logits(model, image[:, z])  # one slice at a time: no list of slices to stack
         return logits

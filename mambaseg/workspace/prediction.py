@@ -241,6 +241,13 @@ def predict(
         raise ValueError(f"step {step}: must be between {MIN_STEP} and 1 (a fraction of the patch)")
     torch_device = resolve_device(device)
     autocast_dtype = resolve_precision(precision, torch_device)
+    if model is not None and is_program(model) and autocast_dtype is not None:
+        if precision != "auto":
+            raise ValueError(
+                f"precision {precision}: {model} is a torch.export program, whose graph runs in the float32 it was "
+                "exported in; use float32 (or auto)"
+            )
+        autocast_dtype = None
     check_backend_environment(torch_device)
     input, output = Path(input).expanduser(), Path(output).expanduser()
     if segment_codes is not None and not dicom_seg:

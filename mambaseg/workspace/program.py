@@ -48,7 +48,6 @@ from mambaseg.inference.ensemble import EnsemblePredictor
 from mambaseg.inference.postprocessing import check_steps
 from mambaseg.inference.predictor import Predictor, softmax_
 from mambaseg.inference.runs import load_model, plan_from_dict
-from mambaseg.inference.sliding_window import sliding_window_predict
 from mambaseg.io.atomic import write_atomically
 from mambaseg.planning.model import mirror_axes_for
 from mambaseg.planning.plans import PlansError, plans_from_dict
@@ -244,18 +243,7 @@ class ProgramPredictor(Predictor):
     def __init__(self, model: nn.Module, folds: int, **kwargs: Any) -> None:
         super().__init__([model], **kwargs)
         self.folds = folds
-
-    def _logits(self, model: nn.Module, image: torch.Tensor) -> torch.Tensor:
-        """(c, *case) -> (f·k, *case); a 2-D plan of 3-D data predicts slice by slice along the first axis."""
-        channels = self.num_classes * self.folds
-        if len(self.patch_size) == image.dim() - 1:
-            return sliding_window_predict(
-                model, image, self.patch_size, channels, self.step, self.mirror_axes, self.batch_size, self.device
-            )
-        logits = torch.empty((channels, *image.shape[1:]), dtype=torch.float32, device=image.device)
-        for z in range(image.shape[1]):
-            logits[:, z] = self._logits(model, image[:, z])
-        return logits
+        self.output_channels = self.num_classes * folds
 
     @torch.no_grad()
     def probabilities(self, data: np.ndarray) -> np.ndarray:
@@ -275,6 +263,8 @@ def _program_predictor(
     device: torch.device,
     mirroring: bool = True,
     step: float = 0.5,
+    autocast_dtype: torch.dtype | None = None,
+    compile: bool = False,
 ) -> EnsemblePredictor:
     if device.type != "cpu":
         raise ProgramError(f"device {device}: {path} runs on the CPU, where it was exported; predict with device cpu")
@@ -292,6 +282,8 @@ def _program_predictor(
         step=step,
         batch_size=max(1, plans.configurations[configuration].batch_size) if batch == DYNAMIC else int(batch),
         regions_class_order=plans.regions_class_order,
+        autocast_dtype=autocast_dtype,
+        compile=compile,
     )
     entry = record["runs"][0]
     log.info("predicting with the program %s (%s, folds %s)", path, entry["run"], entry["folds"])

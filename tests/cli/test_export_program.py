@@ -76,7 +76,9 @@ def test_a_program_predicts_in_a_fresh_workspace_what_the_run_folders_predict(tr
 
     fresh = tmp_path / "hospital" / "ws"
     assert predict(images, tmp_path / "from_program", "-m", str(program), "--workspace", str(fresh)) == 0
-    assert predict(images, tmp_path / "from_runs", "-d", "Synthetic", "--workspace", str(ws)) == 0
+    # a program runs in float32 (its graph asserts the dtypes it was exported in); the run folders too, to compare
+    float32 = ["--precision", "float32"]
+    assert predict(images, tmp_path / "from_runs", "-d", "Synthetic", "--workspace", str(ws), *float32) == 0
     from_program, from_runs = masks(tmp_path / "from_program"), masks(tmp_path / "from_runs")
     for case in CASES:
         assert np.array_equal(from_program[case], from_runs[case]), case
@@ -91,9 +93,14 @@ def test_a_program_predicts_in_a_fresh_workspace_what_the_run_folders_predict(tr
     mirrored = ["predict", "-i", str(images), "--device", "cpu"]
     assert main([*mirrored, "-o", str(tmp_path / "one"), "-m", str(one)]) == 0
     run_dir = ws / "Synthetic" / "runs" / RUN
-    assert main([*mirrored, "-o", str(tmp_path / "run"), "-m", str(run_dir), "-f", "1"]) == 0
+    assert main([*mirrored, "-o", str(tmp_path / "run"), "-m", str(run_dir), "-f", "1", *float32]) == 0
     for case, mask in masks(tmp_path / "one").items():
         assert np.array_equal(mask, masks(tmp_path / "run")[case]), case
+    # a reduced precision asked for is refused (auto runs a program in float32)
+    capsys.readouterr()
+    assert main([*mirrored, "-o", str(tmp_path / "bf16"), "-m", str(one), "--precision", "bfloat16"]) == 1
+    assert "error: --precision bfloat16" in capsys.readouterr().out.replace("\n", "")
+    assert not (tmp_path / "bf16").exists() or not any((tmp_path / "bf16").iterdir())
 
 
 WITHOUT_MAMBASEG = """

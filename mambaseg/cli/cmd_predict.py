@@ -87,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the networks: compiled once per process and window batch shape, at the first case; "
-        "whether that pays is measured by scripts/bench_predict.py --modes compile (docs/benchmarks.md)",
+        help="torch.compile the networks, once per process and window batch shape, at the first case; on the CPU "
+        "it did not pay in docs/benchmarks.md (tens of seconds to compile, at most 7%% less per case)",
     )
     parser.add_argument("--fast", action="store_true", help="no mirroring and step 0.75 (unless --step is given)")
     parser.add_argument("--num-parts", type=int, help="split the cases into this many parts (default: torchrun's)")

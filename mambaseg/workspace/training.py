@@ -36,6 +36,7 @@ from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
+from mambaseg.training.step import autocast_dtype
 from mambaseg.workspace.cascade import for_validation, previous_stage_masks
 from mambaseg.workspace.config import compose_train_config
 from mambaseg.workspace.layout import (
@@ -170,9 +171,17 @@ def _write_validation_case(
 
 
 def validate_fold(
-    spec: RunSpec, model: torch.nn.Module, device: torch.device, step: float, save_probabilities: bool = True
+    spec: RunSpec,
+    model: torch.nn.Module,
+    device: torch.device,
+    step: float,
+    save_probabilities: bool = True,
+    precision: torch.dtype | None = None,
 ) -> dict[str, Any]:
     """Predict the fold's validation cases in their original geometry and score them as ``evaluate`` does.
+
+    ``precision``: the autocast dtype the network runs in (None: float32), as ``predict``'s; the run's own, so that
+    validation predicts as ``predict`` does by default where the device computes a reduced precision natively.
 
     Writes the masks, with ``save_probabilities`` each case's softmax probabilities (``CASE.npz``, float16, as
     ``predict --save-probabilities``; what find-best ensembles), ``summary.json`` (evaluate's schema: Dice, HD95
@@ -192,6 +201,7 @@ def validate_fold(
         mirror_axes=mirror_axes_for(plan),
         step=step,
         regions_class_order=regions_class_order(dataset),
+        autocast_dtype=precision,
     )
     predictor = for_validation(spec, predictor)  # a cascade stage also takes the previous stage's masks
     cases = {case.name: case for case in dataset.cases}
@@ -246,10 +256,12 @@ def dice_line(summary: dict[str, Any]) -> str:
     return f"{cell(summary['foreground_mean']['dice'])} ({per_label})"
 
 
-def validation_settings(config: dict) -> tuple[float, bool]:
-    """(sliding-window step, save probabilities) of the config's ``validation`` section."""
+def validation_settings(config: dict, device: torch.device) -> tuple[float, bool, torch.dtype | None]:
+    """(sliding-window step, save probabilities) of the config's ``validation`` section, and the autocast dtype of
+    ``trainer.amp`` on ``device`` (None: float32)."""
     validation = config["validation"]
-    return float(validation["step"]), bool(validation.get("save_probabilities", True))
+    precision = autocast_dtype(device, bool(config["trainer"]["amp"]))
+    return float(validation["step"]), bool(validation.get("save_probabilities", True)), precision
 
 
 def _validate_checkpoint(spec: RunSpec, config: dict, device: torch.device, checkpoint: str) -> dict[str, Any]:
@@ -259,7 +271,7 @@ def _validate_checkpoint(spec: RunSpec, config: dict, device: torch.device, chec
         raise ValueError(f"validation_checkpoint: {path} does not exist; train the fold first (or choose another)")
     model = build_network(spec.plans, spec.plan, deep_supervision=False).to(device)
     model.load_state_dict(load_checkpoint(path, map_location=device).model)
-    return validate_fold(spec, model, device, *validation_settings(config))
+    return validate_fold(spec, model, device, *validation_settings(config, device))
 
 
 def train(
@@ -316,5 +328,6 @@ def train(
             summary = _validate_checkpoint(spec, config, torch_device, validation_checkpoint) if is_main else None
             return TrainResult(spec.files, summary)
         model = train_fold(spec, config, torch_device, continue_training)
-        summary = validate_fold(spec, model, torch_device, *validation_settings(config)) if is_main else None
+        settings = validation_settings(config, torch_device)
+        summary = validate_fold(spec, model, torch_device, *settings) if is_main else None
     return TrainResult(spec.files, summary)

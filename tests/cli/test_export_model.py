@@ -56,17 +56,18 @@ def test_a_zip_predicts_in_a_fresh_workspace_what_the_run_folders_predict(traine
     ws, images = trained
     zipped = tmp_path / "model.zip"
     assert main(["export-model", "Synthetic", str(zipped), "--workspace", str(ws)]) == 0
-    assert "exported 1 run(s), 4 files, " in capsys.readouterr().out.replace("\n", "")
     instructions = json.loads((ws / "Synthetic" / "inference_instructions.json").read_text())
+    runs = instructions["runs"]  # find-best's choice: one run or an ensemble of both
+    expected = [f"{run}/fold_0/{name}" for run in runs for name in ("checkpoint_final.pt", "plan.json")]
+    expected += ["Synthetic/dataset.json", "Synthetic/inference_instructions.json"]
+    assert f"exported {len(runs)} run(s), {len(expected)} files, " in capsys.readouterr().out.replace("\n", "")
     with zipfile.ZipFile(zipped) as archive:
         manifest = json.loads(archive.read("manifest.json"))
         names = sorted(archive.namelist())
         assert json.loads(archive.read("Synthetic/dataset.json"))["labels"] == LABELS
-    run = instructions["runs"][0]
-    assert manifest["runs"] == [{"run": run, "folds": ["0"]}] and manifest["source"] == "inference_instructions"
+    assert manifest["runs"] == [{"run": run, "folds": ["0"]} for run in runs]
+    assert manifest["source"] == "inference_instructions"
     assert manifest["postprocessing"] == instructions["postprocessing"] and manifest["mambaseg_version"] == "0.1.0"
-    expected = [f"{run}/fold_0/checkpoint_final.pt", f"{run}/fold_0/plan.json", "Synthetic/dataset.json"]
-    expected += ["Synthetic/inference_instructions.json"]
     assert sorted(manifest["files"]) == sorted(expected) and names == sorted([*expected, "manifest.json"])
 
     elsewhere = tmp_path / "hospital"

@@ -2,7 +2,8 @@
 
 The config is the resolved hydra config (``configs/train.yaml``): ``trainer`` (schedule and
 optimiser presets), ``augmentation``, ``network`` (fine-tuning from a pretrained encoder), ``seed``,
-``batch_size`` (None: the plan's), ``num_workers``, ``oversample_foreground``, ``validation.step``.
+``batch_size`` (None: the plan's), ``num_workers`` (on the CPU cut so that workers and threads fit the cores:
+``cpu_workers_and_threads``), ``oversample_foreground``, ``validation.step``.
 Under DDP the planned (or configured) batch is the run's global batch: each of the w processes trains on
 ``batch_size / w`` of its patches, the ones a single process would draw at its place in the batch
 (``patches.PatchBatches``), and only rank 0 writes. A batch size that w does not divide is refused.
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,6 +45,19 @@ def run_record(spec: RunSpec, precision: Mapping[str, Any] | None = None) -> dic
     if precision is not None:
         record["precision"] = dict(precision)
     return record
+
+
+def cpu_workers_and_threads(workers: int, threads: int, cores: int) -> tuple[int, int]:
+    """Batch-building processes and torch threads for CPU training on ``cores`` usable cores, never oversubscribed.
+
+    Each worker gets a core of its own: at most a quarter of the cores go to workers, the rest to torch's threads.
+    Below 4 cores that means no workers (batches built in the training process): on 2 cores one worker beside 2
+    threads made an epoch 18 % slower and 1 thread + 1 worker 84 % slower (``docs/benchmarks.md``).
+    """
+    if workers == 0 or workers + threads <= cores:
+        return workers, threads
+    workers = min(workers, cores // 4)
+    return workers, max(1, min(threads, cores - workers))
 
 
 def per_process_batch(batch_size: int, world: int) -> int:
@@ -123,6 +138,16 @@ def train_fold(
     )
     val_set = PatchBatches(folder, val_names, seed=seed + 1, oversample_foreground=oversample, **common)
     workers = int(config["num_workers"])
+    if device.type == "cpu":
+        cores, threads = len(os.sched_getaffinity(0)), torch.get_num_threads()
+        chosen, chosen_threads = cpu_workers_and_threads(workers, threads, cores)
+        if (chosen, chosen_threads) != (workers, threads):
+            log.info(
+                "num_workers %d beside %d torch threads would oversubscribe the %d CPU cores: %d workers, %d threads",
+                workers, threads, cores, chosen, chosen_threads,
+            )
+            workers = chosen
+            torch.set_num_threads(chosen_threads)
 
     run_log = RunLog(spec.files.logs, plot=True) if is_main else None
     log.info(

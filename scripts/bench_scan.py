@@ -136,6 +136,13 @@ def bench_rows(
     return rows
 
 
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table of ``rows`` under ``header``."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
 def markdown_table(rows: list[list[str]]) -> str:
     header = [
         "shape",
@@ -147,9 +154,7 @@ def markdown_table(rows: list[list[str]]) -> str:
         "fwd speed-up",
         "fwd+bwd speed-up",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return format_table(header, rows)
 
 
 def build_plain_loop(level: str, folder: Path) -> ctypes.CDLL:
@@ -221,9 +226,7 @@ def plain_loop_table(rows: list[list[str]]) -> str:
         f"kernel / plain loop (target ≤ {PLAIN_LOOP_TARGET_RATIO})",
         "max abs difference",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
+    return format_table(header, rows)
 
 
 def gpu_backends() -> list[str]:

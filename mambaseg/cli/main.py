@@ -24,6 +24,7 @@ from mambaseg.workspace.layout import DEFAULT_WORKSPACE, WORKSPACE_ENV, LayoutEr
 
 COMMANDS: dict[str, str] = {
     "demo": "cmd_demo",
+    "benchmark": "cmd_benchmark",
     "check": "cmd_check",
     "convert": "cmd_convert",
     "ensemble": "cmd_ensemble",

@@ -7,7 +7,9 @@ stem, each stage opening with a strided block whose skip is a 1x1 conv), a decod
 upsampling + 1x1 conv, skip concatenation and residual stacks, and a 1x1 head per decoder stage.
 ``umamba_bot`` puts one Mamba block (LayerNorm, Mamba over the flattened voxels; its output
 replaces the features, there is no residual) after the last stage; ``umamba_enc`` puts one after
-every stage. ``mamba=False`` leaves them out: the same network without Mamba, for ablations.
+every stage. ``mamba=False`` leaves them out: the same network without Mamba, for ablations;
+``umamba_bot_nomamba`` is that ablation of Bot as a network of its own (nnU-Net Revisited's "No-Mamba Base"),
+planned, trained and reported like any other so that a benchmark shows what the Mamba layer itself adds.
 
 Channel tokens (Enc only): where a stage's feature map has no more voxels than channels, U-Mamba
 swaps the roles, so the channels are the sequence and each token holds all v voxels. That fixes
@@ -214,3 +216,16 @@ def umamba_bot(**kwargs: Any) -> UMamba:
 def umamba_enc(**kwargs: Any) -> UMamba:
     """U-Mamba Enc: a residual U-Net with a Mamba block after every encoder stage."""
     return UMamba(variant="enc", **kwargs)
+
+
+@register(
+    "umamba_bot_nomamba",
+    topology=_bot_topology,
+    memory=unet_footprint("umamba_bot_nomamba", "umamba", C_CONV),
+    optimizer="sgd_poly",
+    min_input_size=any_input_size,
+    tiny=TINY,
+)
+def umamba_bot_nomamba(**kwargs: Any) -> UMamba:
+    """U-Mamba Bot with its Mamba block replaced by identity: the ablation that isolates what the Mamba layer adds."""
+    return UMamba(variant="bot", mamba=False, **kwargs)

@@ -9,8 +9,10 @@ folder, and returns what it made; the ``mambaseg`` command is a shell over these
     result = ms.train("Task04_Hippocampus", "my_workspace", "3d_fullres", fold=0)
     ms.find_best("Task04_Hippocampus", "my_workspace")
     ms.predict("scans/", "masks/", dataset="Hippocampus", workspace="my_workspace")
+    ms.benchmark("Task04_Hippocampus", "my_workspace", networks=["umamba_bot"], iterations=150)
 """
 
+from mambaseg.workspace.benchmark import BenchmarkResult, benchmark
 from mambaseg.workspace.export import export_model
 from mambaseg.workspace.layout import Workspace, resolve_workspace
 from mambaseg.workspace.prediction import ensemble, evaluate, find_best, predict
@@ -19,9 +21,11 @@ from mambaseg.workspace.pretraining import pretrain
 from mambaseg.workspace.training import TrainResult, train
 
 __all__ = [
+    "BenchmarkResult",
     "DatasetCheckError",
     "TrainResult",
     "Workspace",
+    "benchmark",
     "check",
     "ensemble",
     "evaluate",

@@ -12,9 +12,12 @@
           config.yaml  plan.json  checkpoint_{latest,best,final}.pt
           metrics.csv  progress.png  training.log
           validation/                                CASE<ending> (masks), CASE.npz (probabilities), summary.json,
-                                                     metrics.csv
+                                                     metrics.csv, prediction_times.json
           predicted_next_stage/NEXT_CONFIGURATION/   a 3d_lowres fold's validation masks on the next stage's
                                                      preprocessed grid: CASE.npz + CASE.json (what it was made from)
+        benchmarks/NAME/                             results.json  results.csv  report.md  report.html
+                                                     dice_per_case.png; logs/ and measurements/ per contestant
+                                                     and fold; nnunet/ (nnU-Net's own folders, with --with-nnunet)
       pretraining/IMAGEFOLDER__NETWORK/              config.yaml, checkpoints, log files, encoder.pt
       exported_models/ZIPNAME-DIGEST/                models given to ``predict -m MODEL.zip``, extracted (a cache)
 
@@ -187,6 +190,11 @@ class FoldFiles(RunFolderFiles):
     def validation_summary(self) -> Path:
         return self.validation_scores.summary
 
+    @property
+    def validation_times(self) -> Path:
+        """``prediction_times.json``: the seconds each validation case took to predict, and on what device."""
+        return self.validation / "prediction_times.json"
+
     def validation_mask(self, case: str, file_ending: str) -> Path:
         return self.validation / f"{case}{file_ending}"
 
@@ -299,6 +307,12 @@ class DatasetFiles:
         """``dataset.json`` of an exported model: the dataset's labels and channel names (nnU-Net's keys)."""
         return self.folder / "dataset.json"
 
+    def benchmark(self, name: str) -> BenchmarkFiles:
+        """``benchmarks/NAME``: what ``mambaseg benchmark --name NAME`` writes."""
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise LayoutError(f"benchmark name {name!r}: give a plain folder name")
+        return BenchmarkFiles(self.folder / "benchmarks" / name)
+
     @property
     def demo_results(self) -> Path:
         """What ``mambaseg demo`` writes after training: predictions, their evaluation, overlay images."""
@@ -324,6 +338,48 @@ class DatasetFiles:
                 found.append(RunFiles.parse(path))
         return found
 
+
+
+@dataclass(frozen=True)
+class BenchmarkFiles:
+    """``DATASET/benchmarks/NAME``: a comparison of networks; its runs are the dataset's ordinary run folders."""
+
+    folder: Path
+
+    @property
+    def results(self) -> Path:
+        """``results.json``: every score, statistic and cost of the benchmark."""
+        return self.folder / "results.json"
+
+    @property
+    def table(self) -> Path:
+        """``results.csv``: one row per contestant, fold, case and class."""
+        return self.folder / "results.csv"
+
+    @property
+    def markdown(self) -> Path:
+        return self.folder / "report.md"
+
+    @property
+    def html(self) -> Path:
+        return self.folder / "report.html"
+
+    @property
+    def boxplot(self) -> Path:
+        return self.folder / "dice_per_case.png"
+
+    def run_log(self, contestant: str, fold: str) -> Path:
+        """The output of the command that trained ``contestant``'s fold ``fold`` for this benchmark."""
+        return self.folder / "logs" / f"{contestant}{RUN_NAME_SEPARATOR}fold_{fold}.log"
+
+    def measurement(self, contestant: str, fold: str) -> Path:
+        """What the benchmark measured of that run from outside it (its process's peak memory)."""
+        return self.folder / "measurements" / f"{contestant}{RUN_NAME_SEPARATOR}fold_{fold}.json"
+
+    @property
+    def nnunet(self) -> Path:
+        """nnU-Net's own raw, preprocessed and results folders, when it is a contestant."""
+        return self.folder / "nnunet"
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ Example::
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ from mambaseg.evaluation.summary import CasePair, evaluate_cases, write_summary
 from mambaseg.inference.ensemble import write_probabilities
 from mambaseg.inference.predictor import Predictor
 from mambaseg.io import Image, write_image
+from mambaseg.io.atomic import write_text_atomically
 from mambaseg.io.progress import Progress
 from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.planning.model import build_network, mirror_axes_for
@@ -185,8 +188,9 @@ def validate_fold(
 
     Writes the masks, with ``save_probabilities`` each case's softmax probabilities (``CASE.npz``, float16, as
     ``predict --save-probabilities``; what find-best ensembles), ``summary.json`` (evaluate's schema: Dice, HD95
-    and surface Dice per case and label) and ``metrics.csv`` into the fold's ``validation/`` folder; returns the
-    summary. Files are written in a background thread while the next case is predicted.
+    and surface Dice per case and label), ``metrics.csv`` and ``prediction_times.json`` (the seconds each case's
+    prediction took, reading and preprocessing included, writing not) into the fold's ``validation/`` folder;
+    returns the summary. Files are written in a background thread while the next case is predicted.
     """
     plan, plans, dataset = spec.plan, spec.plans, spec.dataset
     files: FoldFiles = spec.files  # the workspace's files: run_spec made them
@@ -206,13 +210,16 @@ def validate_fold(
     predictor = for_validation(spec, predictor)  # a cascade stage also takes the previous stage's masks
     cases = {case.name: case for case in dataset.cases}
     pairs = []
+    seconds: dict[str, float] = {}
     files.validation.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
         writing: Future | None = None
         for name in spec.val_cases:
             case = cases[name]
             mask_file = files.validation_mask(name, dataset.file_ending)
+            started = time.perf_counter()
             prediction = predictor.predict(case.load_images(), keep_probabilities=save_probabilities)
+            seconds[name] = time.perf_counter() - started
             if writing is not None:
                 writing.result()
             writing = writer.submit(
@@ -226,6 +233,9 @@ def validate_fold(
             pairs.append(CasePair(name, mask_file, case.label_file))
         if writing is not None:
             writing.result()
+    dtype = str(precision or torch.float32).removeprefix("torch.")
+    times = {"device": str(device), "precision": dtype, "seconds": seconds}
+    write_text_atomically(files.validation_times, json.dumps(times, indent=2))
     if dataset.has_regions:  # scored per region, as find-best does
         regions = foreground_labels(dataset)
         names = {item_key(value): name for name, value in dataset.labels.items() if item_key(value) in regions}

@@ -49,3 +49,17 @@ def test_rejects_sizes_the_strides_cannot_take():
         net(torch.randn(1, 1, 8, 10))
     with pytest.raises(ValueError, match="umamba_enc"):
         create("umamba_enc", 2, 1, 2, tiny=True, patch_size=(8, 6))
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_nomamba_ablation_is_umamba_bot_with_identity_in_place_of_its_mamba_block(spatial_dims):
+    torch.manual_seed(0)
+    bot = create("umamba_bot", spatial_dims, 1, 2, tiny=True)
+    ablation = create("umamba_bot_nomamba", spatial_dims, 1, 2, tiny=True)
+    assert n_mamba(ablation) == 0
+    mamba_keys = {key for key in bot.state_dict() if key.startswith("mamba_layers.")}
+    assert mamba_keys and set(ablation.state_dict()) == set(bot.state_dict()) - mamba_keys
+    ablation.load_state_dict({k: v for k, v in bot.state_dict().items() if k not in mamba_keys})
+    del bot.mamba_layers["2"]  # tiny: 3 stages, the Mamba block after the last; without it, identity there
+    x = torch.randn(1, 1, *[8] * spatial_dims)
+    torch.testing.assert_close(ablation(x), bot(x))

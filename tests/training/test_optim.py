@@ -96,6 +96,19 @@ def test_warmup_cosine_reaches_base_after_warmup_and_floor_at_last_step():
     assert _group_of(optimizer, model.encoder[0].weight)["lr"] == pytest.approx(0.5e-5)
 
 
+def test_warmup_longer_than_a_fifth_of_a_short_schedule_is_cut_and_the_schedule_still_decays():
+    optimizer = build_optimizer("adamw", TinyNet(), lr=1e-3)
+    scheduler = build_scheduler("warmup_cosine", optimizer, 10, warmup_steps=10, min_lr=1e-5)  # the demo's 10 epochs
+    assert scheduler.warmup == 2
+    lrs = _lrs(scheduler, 10)
+    assert lrs[:3] == pytest.approx([1e-3 / 3, 2e-3 / 3, 1e-3])
+    assert lrs[9] == pytest.approx(1e-5)  # the last epoch at the floor
+    shortened = build_scheduler("warmup_cosine", build_optimizer("adamw", TinyNet(), lr=1e-3), 1000, warmup_steps=10)
+    assert shortened.warmup == 10
+    shortened.total_steps = 4  # what a time budget does after the first epoch
+    assert shortened.warmup == 0 and shortened.factor(3) == pytest.approx(0.0)
+
+
 def test_scheduler_state_is_plain_and_resumes():
     optimizer = build_optimizer("adamw", TinyNet(), lr=1e-3)
     scheduler = build_scheduler("warmup_cosine", optimizer, 20, warmup_steps=3, min_lr=1e-6)
@@ -114,7 +127,7 @@ def test_every_network_has_a_preset(trainer):
     cfg = _trainer_cfg(trainer)
     expected = {"unet_resenc": "sgd_poly", "umamba_bot": "sgd_poly", "umamba_enc": "sgd_poly"}
     expected |= {"segmamba": "sgd_poly", "swin_umamba": "adamw_swin_umamba", "swin_umamba_d": "adamw_swin_umamba"}
-    expected |= {"vmunet": "adamw_vmunet"}
+    expected |= {"vmunet": "adamw_vmunet", "umamba_bot_nomamba": "sgd_poly"}
     assert set(list_networks()) <= set(expected)
     for network in list_networks():
         chosen = optimizer_config_for(network, cfg)

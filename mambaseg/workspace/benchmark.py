@@ -37,7 +37,6 @@ import os
 import platform
 import shlex
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -69,6 +68,7 @@ from mambaseg.workspace.preparation import (
     open_workspace,
     preprocess_planned,
 )
+from mambaseg.workspace.processes import run_logged
 from mambaseg.workspace.runtime import resolve_device
 from mambaseg.workspace.training import pretrained_file, run_spec
 
@@ -230,42 +230,6 @@ def _run_state(run: _Run) -> str:
     return "resume" if files.checkpoints.latest.is_file() else "new"
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: end with SIGTERM when the benchmark process dies (Linux; elsewhere nothing)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def run_command(command: list[str], log_file: Path) -> tuple[int, float | None]:
-    """Run ``command`` with its output to ``log_file`` (appended); (exit status, peak resident memory in MB or None).
-
-    The child ends when this process dies, so that a killed benchmark leaves no run training on its own.
-    """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("ab") as output:
-        process = subprocess.Popen(
-            command,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,  # noqa: PLW1509
-        )
-        try:
-            if not hasattr(os, "wait4"):
-                return process.wait(), None
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:
-            process.terminate()
-            process.wait()
-            raise
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return process.returncode, usage.ru_maxrss / 1024  # KiB on Linux
-
-
 def _log_tail(path: Path) -> str:
     lines = path.read_text(errors="replace").splitlines() if path.is_file() else []
     return "\n".join(lines[-LOG_TAIL_LINES:])
@@ -281,7 +245,7 @@ def _train_run(
     command += run.overrides
     log_file = files.run_log(run.network, run.fold)
     log.info("%s fold %s: %s (output: %s)", run.network, run.fold, state, log_file)
-    code, peak_mb = run_command(command, log_file)
+    code, peak_mb = run_logged(command, log_file)
     if code != 0:
         raise BenchmarkError(
             f"training {run.network} fold {run.fold} failed (exit {code}): {shlex.join(command)}\n"

@@ -33,6 +33,7 @@ from mambaseg.data import Dataset, nnunet_folder_name
 from mambaseg.io import read_image_channels, write_image
 from mambaseg.io.atomic import write_text_atomically
 from mambaseg.workspace.layout import FOLD_ALL
+from mambaseg.workspace.processes import run_logged
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +295,8 @@ def train_nnunet_fold(
     log.info("nnU-Net: training %s fold %s (output in %s)", settings.configuration, fold, log_file)
     command = [str(python), "-c", _TRAIN_PROGRAM, json.dumps(job)]
     shown = f"{python} -c <nnU-Net training program> '{json.dumps(job)}'"
-    peak_kib = _run(command, _environment(root, settings, training=True), log_file, shown)
-    result = _fold_result(log_file, settings, fold, val, peak_kib)
+    peak_mb = _run(command, _environment(root, settings, training=True), log_file, shown)
+    result = _fold_result(log_file, settings, fold, val, peak_mb)
     if result.predictions != folder / "validation" or not result.predictions.is_dir():
         raise NnUNetError(
             f"nnU-Net wrote no validation folder {folder / 'validation'} ({result.predictions}); see {log_file}"
@@ -397,7 +398,9 @@ def _prepare(python: str | os.PathLike, dataset: Dataset, root: Path, settings: 
     write_text_atomically(state_file, json.dumps(state, indent=2))
 
 
-def _fold_result(log_file: Path, settings: NnUNetSettings, fold: str, val: list[str], peak_kib: int) -> NnUNetFold:
+def _fold_result(
+    log_file: Path, settings: NnUNetSettings, fold: str, val: list[str], peak_mb: float | None
+) -> NnUNetFold:
     """The fold's numbers from the result line of the training program and nnU-Net's training log."""
     lines = [line for line in log_file.read_text(errors="replace").splitlines() if line.startswith(RESULT_MARKER)]
     if not lines:
@@ -418,14 +421,14 @@ def _fold_result(log_file: Path, settings: NnUNetSettings, fold: str, val: list[
         samples=settings.epochs * settings.iterations_per_epoch * batch,
         samples_per_second=rate,
         seconds_per_epoch=seconds,
-        peak_memory_mb=peak_kib / 1024 if peak_kib > 0 else None,
+        peak_memory_mb=peak_mb,
         inference_seconds_per_case=result["validation_seconds"] / len(val) if val else None,
         precision="float32" if settings.device == "cpu" else "float16 autocast",
     )
 
 
-def _run(command: list[str], env: dict[str, str], log_file: Path, shown: str) -> int:
-    """Runs ``command`` with its output to ``log_file`` (replaced); returns its peak resident memory in KiB.
+def _run(command: list[str], env: dict[str, str], log_file: Path, shown: str) -> float | None:
+    """Runs ``command`` with its output to ``log_file`` (replaced); returns its peak resident memory in MB.
 
     Args:
         command: the program and its arguments.
@@ -436,25 +439,16 @@ def _run(command: list[str], env: dict[str, str], log_file: Path, shown: str) ->
     Raises:
         NnUNetError: it cannot start or exits with an error, naming it, the log file and its last lines.
     """
-    log_file.parent.mkdir(parents=True, exist_ok=True)
-    with log_file.open("w") as out:
-        try:
-            process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-        except OSError as error:
-            raise NnUNetError(f"{shown}: cannot start {command[0]}: {error}") from error
-        try:
-            _, status, usage = os.wait4(process.pid, 0)
-        except BaseException:  # interrupted: leave no nnU-Net training behind
-            process.kill()
-            process.wait()
-            raise
-        process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
+    try:
+        code, peak_mb = run_logged(command, log_file, env, append=False)
+    except OSError as error:
+        raise NnUNetError(f"{shown}: cannot start {command[0]}: {error}") from error
+    if code != 0:
         raise NnUNetError(
-            f"{shown} failed (exit status {process.returncode})\n"
+            f"{shown} failed (exit status {code})\n"
             f"its output is in {log_file}; the last lines:\n{_tail(log_file.read_text(errors='replace'))}"
         )
-    return usage.ru_maxrss  # KiB on Linux
+    return peak_mb
 
 
 def _environment(root: Path, settings: NnUNetSettings, training: bool) -> dict[str, str]:

@@ -164,7 +164,7 @@ def _fake_nnunet(monkeypatch):
         log_file.parent.mkdir(parents=True, exist_ok=True)
         log_file.write_text("nnU-Net says hello\n" + nnunet.RESULT_MARKER + json.dumps(result) + "\n")
         runs.append(job)
-        return 2048 * 1024
+        return 2048.0  # MB
 
     monkeypatch.setattr(nnunet, "_prepare", prepare)
     monkeypatch.setattr(nnunet, "_run", run)
@@ -243,3 +243,4 @@ def test_nnunet_trains_and_validates_our_fold(tmp_path):
     assert time.perf_counter() - start < 5
     assert again == result
     assert (log_file.stat().st_size, log_file.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+

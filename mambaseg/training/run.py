@@ -47,6 +47,13 @@ def run_record(spec: RunSpec, precision: Mapping[str, Any] | None = None) -> dic
     return record
 
 
+def usable_cpu_cores() -> int:
+    """The CPU cores this process may run on: its affinity where the platform has one (Linux), else every core."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def cpu_workers_and_threads(workers: int, threads: int, cores: int) -> tuple[int, int]:
     """Batch-building processes and torch threads for CPU training on ``cores`` usable cores, never oversubscribed.
 
@@ -139,7 +146,7 @@ def train_fold(
     val_set = PatchBatches(folder, val_names, seed=seed + 1, oversample_foreground=oversample, **common)
     workers = int(config["num_workers"])
     if device.type == "cpu":
-        cores, threads = len(os.sched_getaffinity(0)), torch.get_num_threads()
+        cores, threads = usable_cpu_cores(), torch.get_num_threads()
         chosen, chosen_threads = cpu_workers_and_threads(workers, threads, cores)
         if (chosen, chosen_threads) != (workers, threads):
             log.info(

@@ -47,3 +47,18 @@ def test_train_on_two_cores_builds_batches_in_process_and_says_so(tmp_path, monk
     assert "num_workers 1 beside 2 torch threads would oversubscribe the 2 CPU cores: 0 workers, 2 threads" in (
         caplog.text
     )
+
+
+def test_usable_cores_without_an_affinity_call_is_every_core(monkeypatch):
+    """macOS and Windows have no os.sched_getaffinity: CPU training counts every core there instead of failing."""
+    import os
+
+    from mambaseg.training.run import usable_cpu_cores
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0})
+    assert usable_cpu_cores() == 1
+    monkeypatch.delattr("os.sched_getaffinity")
+    monkeypatch.setattr("os.cpu_count", lambda: 6)
+    assert usable_cpu_cores() == 6
+    monkeypatch.setattr("os.cpu_count", lambda: None)
+    assert usable_cpu_cores() == 1 and not hasattr(os, "sched_getaffinity")

@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.rule import Rule
 from rich.table import Table
 
+from mambaseg.cli.display import show_error
 from mambaseg.cli.main import add_workspace_argument, main
 from mambaseg.data import load_dataset
 from mambaseg.io import read_image
@@ -39,11 +40,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="training config overrides as key=value")
 
 
+class StageFailed(Exception):
+    """A stage of the demo ended with an error, which it has shown; the message names the command."""
+
+
 def _stage(console: Console, title: str, argv: list[str]) -> None:
     console.print(Rule(title))
     status = main(argv)
     if status != 0:
-        raise SystemExit(f"demo: `mambaseg {' '.join(argv)}` failed with status {status}")
+        raise StageFailed(f"demo: `mambaseg {' '.join(argv)}` failed with status {status}")
 
 
 def _overlays(images: Path, references: Path, predictions: Path, out_dir: Path, names: list[str]) -> list[Path]:
@@ -79,6 +84,13 @@ def _overlays(images: Path, references: Path, predictions: Path, out_dir: Path, 
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
+    try:
+        return _demo(args, console)
+    except StageFailed as error:
+        return show_error(console, error)
+
+
+def _demo(args: argparse.Namespace, console: Console) -> int:
     workspace = args.workspace
     if args.dataset is None:
         from mambaseg_datasets.demo import write_demo_dataset

@@ -15,6 +15,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import numpy as np
 from rich.console import Console
@@ -67,8 +68,22 @@ def add_workspace_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+class ArgumentError(Exception):
+    """A command line that does not parse; its message is the one line shown."""
+
+
+class CommandLineParser(argparse.ArgumentParser):
+    """An argument parser whose mistakes end as every other error does: one ``error:`` line and exit status 1.
+
+    ``--help`` still prints the usage and exits 0; a bad argument raises ``ArgumentError``, which ``main`` shows.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise ArgumentError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mambaseg", description="Self-configuring segmentation with Mamba networks.")
+    parser = CommandLineParser(prog="mambaseg", description="Self-configuring segmentation with Mamba networks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
@@ -79,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The parsed command line; ``ArgumentError`` for one that does not parse."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # key=value overrides may follow options; anything else is an error
@@ -87,6 +103,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown or not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
         args.overrides = [*args.overrides, *extra]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = parse_arguments(argv)
+    except ArgumentError as error:
+        Console().print(Text(f"error: {error}", style="bold red"), soft_wrap=True)
+        return 1
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     np.set_printoptions(legacy="1.25")  # messages show numbers as 50.0, not np.float64(50.0)
     if hasattr(args, "workspace"):  # resolved once, here: a Workspace from here on

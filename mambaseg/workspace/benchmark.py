@@ -9,7 +9,8 @@ Example::
     print(result.results["verdict"], result.files.html)
 
 Every contestant trains under an equal budget: the same folds and splits, the same seed, the configuration's
-planned batch (``batch_size=B`` for every run), the same augmentation and either the same number of iterations
+planned batch (``batch_size=B`` for every run; an override ``batch_size=N`` sets another, for every run), the same
+augmentation and either the same number of iterations
 (``iterations``: ``epochs`` epochs of ``ceil(iterations / epochs)`` iterations, so the same training samples) or
 the same wall-clock minutes per run (``trainer.time_budget_minutes``). Each network trains at the patch its own
 plan gives for the configuration, which is the configuration's planned patch unless its topology needs another:
@@ -361,7 +362,8 @@ def benchmark(
         val_iterations: pseudo-Dice validation iterations per epoch.
         baseline: the network every other one is tested against.
         name: the benchmark's folder under ``benchmarks/`` (default: the configuration).
-        overrides: ``key=value`` overrides of ``configs/train.yaml`` for every run.
+        overrides: ``key=value`` overrides of ``configs/train.yaml`` for every run (``batch_size=N``: every run's
+            batch instead of the configuration's planned one).
         with_nnunet: the python of an nnU-Net 2.x installation, to enter nnU-Net itself (``nnunet``).
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         workers: processes for the check and preprocessing.
@@ -387,7 +389,7 @@ def benchmark(
         )
     preprocess_planned(loaded, ws, plans, [configuration], workers)
     planned = plans.configurations[configuration]
-    batch = planned.batch_size
+    batch = int(compose_train_config(list(overrides))["batch_size"] or planned.batch_size)  # batch_size=N: for all
     files = ws.dataset(loaded.name).benchmark(name or configuration)
     files.folder.mkdir(parents=True, exist_ok=True)
 

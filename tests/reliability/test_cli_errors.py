@@ -192,3 +192,24 @@ def test_channel_names_that_do_not_fit_the_model_are_explained(tmp_path):
     (folder / "a_0000.nii.gz").unlink()
     (folder / "b_0000.nii.gz").rename(folder / "a_0002.nii.gz")
     assert sorted(case.name for case in discover_cases(folder, n_channels=1)) == ["a_0001", "a_0002"]
+
+
+def test_argument_errors_are_one_error_line_and_exit_1_and_help_still_exits_0(capsys):
+    assert main(["train"]) == 1
+    assert "mambaseg train: the following arguments are required: dataset" in _error(capsys)
+    assert main(["no-such-command"]) == 1
+    assert "invalid choice: 'no-such-command'" in _error(capsys)
+    assert main(["plan", "some_dataset", "--gpu-memory", "lots"]) == 1
+    assert "--gpu-memory: invalid float value: 'lots'" in _error(capsys)
+    assert main(["evaluate", "a", "b", "--no-such-option"]) == 1
+    assert "unrecognized arguments: --no-such-option" in _error(capsys)
+    with pytest.raises(SystemExit) as exited:
+        main(["train", "--help"])
+    assert exited.value.code == 0 and "usage: mambaseg train" in capsys.readouterr().out
+
+
+def test_a_failing_demo_stage_ends_with_error_lines_and_exit_1_not_a_traceback(tmp_path, capsys):
+    missing = tmp_path / "no_dataset"
+    assert main(["demo", "--dataset", str(missing), "--workspace", str(tmp_path / "ws")]) == 1
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 2 and str(missing.name) in lines[0] and "demo: `mambaseg check" in lines[1]

@@ -26,6 +26,10 @@ FLAGS = {"runs": "--runs", "folds": "--folds", "checkpoint": "--checkpoint"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # the positionals first: after --runs or --folds (lists) they would be taken as more runs or folds
+    parser.usage = (
+        "%(prog)s DATASET OUTPUT [--workspace W] [--runs RUN [RUN ...]] [--folds F [F ...]] [--checkpoint {final,best}]"
+    )
     parser.add_argument("dataset", help="the dataset's name in the workspace (its folder WORKSPACE/DATASET)")
     parser.add_argument(
         "output",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 import mambaseg.preprocessing.dataset as preprocessing
-from mambaseg.cli.main import main
+from mambaseg.cli.main import main, parse_arguments
 from mambaseg.inference.inputs import InputError, discover_cases
 from mambaseg.workspace import Workspace
 from tests.data.synthetic import write_nnunet_dataset
@@ -213,3 +214,26 @@ def test_a_failing_demo_stage_ends_with_error_lines_and_exit_1_not_a_traceback(t
     assert main(["demo", "--dataset", str(missing), "--workspace", str(tmp_path / "ws")]) == 1
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("error: ")]
     assert len(lines) == 2 and str(missing.name) in lines[0] and "demo: `mambaseg check" in lines[1]
+
+
+def test_the_export_model_usage_lines_of_the_cli_reference_parse_as_written(capsys):
+    reference = (Path(__file__).resolve().parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    lines = [line for line in reference.splitlines() if line.startswith("mambaseg export-model ")]
+    assert len(lines) == 2
+    values = {
+        "DATASET": "Demo",
+        "[--workspace W]": "--workspace ws",
+        "[--runs RUN [RUN ...]]": "--runs 3d_fullres__a 3d_fullres__b",
+        "[--runs RUN]": "--runs 3d_fullres__a",
+        "[--folds F [F ...]]": "--folds 0 1",
+        "[--checkpoint {final,best}]": "--checkpoint best",
+    }
+    for line in lines:
+        for placeholder, value in values.items():
+            line = line.replace(placeholder, value)
+        args = parse_arguments(shlex.split(line)[1:])
+        assert (args.dataset, args.folds, args.checkpoint) == ("Demo", ["0", "1"], "best")
+        assert args.output in ("OUT.zip", "OUT.pt2") and args.runs[0] == "3d_fullres__a"
+    with pytest.raises(SystemExit):
+        main(["export-model", "--help"])
+    assert "usage: mambaseg export-model DATASET OUTPUT [--workspace W]" in " ".join(capsys.readouterr().out.split())

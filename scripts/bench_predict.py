@@ -24,6 +24,9 @@ Memory (``--memory``): ``mambaseg predict`` of a synthetic 300 × 512 × 512 CT 
 NIfTI) with a small ``unet_resenc`` run planned at that spacing (no resampling), once per class count
 in ``--classes``, without mirroring; peak resident memory of the predicting process.
 
+The images default to ``$MAMBASEG_REAL_DATA/Task04_Hippocampus/imagesTr`` (the Medical Segmentation Decathlon's
+Task04, from medicaldecathlon.com).
+
 Usage::
 
     python scripts/bench_predict.py --run WS/Hippocampus/runs/3d_fullres__unet_resenc --run WS/.../umamba_bot
@@ -46,10 +49,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_dataset import require_dataset, task04_default  # noqa: E402
 from machine_info import cpu_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_IMAGES = ROOT.parent / "shared" / "data" / "Task04_Hippocampus" / "imagesTr"
 DEFAULT_NNUNET_VENV = Path("/tmp/nnunet_venv")
 DEFAULT_NNUNET_PLANS = Path("/tmp/nnu/pre/Dataset004_Hippocampus/nnUNetResEncUNetMPlans.json")
 TOPOLOGY_KEYS = ("n_stages", "features_per_stage", "strides", "kernel_sizes", "n_blocks_per_stage")
@@ -286,10 +289,16 @@ def main() -> int:
     if sys.argv[1:2] == ["--nnunet-worker"]:
         nnunet_worker(json.loads(sys.argv[2]))
         return 0
+    task04 = task04_default()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, action="append", default=[], help="a run folder with fold_0 (repeatable)")
     parser.add_argument("--checkpoint", default="final", help="our checkpoint per fold: final or best")
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="folder of single-channel .nii.gz images")
+    parser.add_argument(
+        "--images",
+        type=Path,
+        default=task04 / "imagesTr" if task04 else None,
+        help="folder of single-channel .nii.gz images (default: $MAMBASEG_REAL_DATA/Task04_Hippocampus/imagesTr)",
+    )
     parser.add_argument("--cases", type=int, default=10, help="how many images (sorted by name)")
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=["float32", "default", "fast"])
     parser.add_argument("--held-out", action="store_true", help="predict fold 0's validation cases and score them")
@@ -311,9 +320,11 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    args.labels = args.labels or args.images.parent / "labelsTr"
     if not args.memory and not args.run:
         parser.error("give --run RUN_FOLDER (one or more) or --memory")
+    if not args.memory:
+        args.images = require_dataset(args.images, "--images IMAGES")
+        args.labels = args.labels or args.images.parent / "labelsTr"
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
     try:
         log.info("%d threads; work folder %s", args.threads, work)

@@ -15,7 +15,7 @@ folder that is removed afterwards unless ``--keep``.
 
 Usage::
 
-    python scripts/bench_preprocess.py                                  # ../shared/data/Task04_Hippocampus
+    python scripts/bench_preprocess.py                          # $MAMBASEG_REAL_DATA/Task04_Hippocampus
     python scripts/bench_preprocess.py /data/Task02_Heart --workers 4 --markdown bench.md
 """
 
@@ -33,10 +33,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_dataset import require_dataset, task04_default  # noqa: E402
 from machine_info import cpu_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "Task04_Hippocampus"
 DEFAULT_NNUNET_VENV = Path("/tmp/nnunet_venv")
 
 log = logging.getLogger("bench_preprocess")
@@ -91,7 +91,13 @@ def table(rows: list[tuple[str, str]]) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT_DATASET, help="Decathlon TaskNN_Name folder")
+    parser.add_argument(
+        "dataset",
+        nargs="?",
+        type=Path,
+        default=task04_default(),
+        help="Decathlon TaskNN_Name folder (default: $MAMBASEG_REAL_DATA/Task04_Hippocampus)",
+    )
     parser.add_argument("-c", "--configuration", default="3d_fullres")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for both tools")
     parser.add_argument("--nnunet-venv", type=Path, default=DEFAULT_NNUNET_VENV)
@@ -99,6 +105,7 @@ def main() -> int:
     parser.add_argument("--markdown", type=Path, help="also write the table to this file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    args.dataset = require_dataset(args.dataset, "the dataset folder as the first argument")
     if not args.dataset.is_dir():
         log.info("skipped: dataset folder %s not found (give its path as the first argument)", args.dataset)
         return 0

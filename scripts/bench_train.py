@@ -13,7 +13,7 @@ where the CPU lacks it, so it is then skipped); nnU-Net's trainer is float32 on 
 with its default plans (``PlainConvUNet``) and its ResEnc M plans
 (``ResidualEncoderUNet``, the topology of our ``unet_resenc`` plan), both with the same patch.
 
-Usage: python scripts/bench_train.py --workspace WS [--dataset ../shared/data/Task04_Hippocampus]
+Usage: python scripts/bench_train.py --workspace WS [--dataset $MAMBASEG_REAL_DATA/Task04_Hippocampus]
            [--networks umamba_bot unet_resenc] [--batch-size 2] [--iterations 10] [--nnunet-root /tmp/nnu]
 """
 
@@ -45,6 +45,7 @@ from mambaseg.training.trainer import LoopSettings, Trainer
 from mambaseg.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_dataset import require_dataset, task04_default  # noqa: E402
 from machine_info import cpu_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,13 +148,16 @@ def nnunet(root: Path, plans: str, batch: int, warmup: int, iterations: int) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workspace", type=Path, required=True, help="workspace where the dataset is preprocessed")
-    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
+    parser.add_argument(
+        "--dataset", type=Path, default=task04_default(), help="default: $MAMBASEG_REAL_DATA/Task04_Hippocampus"
+    )
     parser.add_argument("--networks", nargs="+", default=["umamba_bot", "unet_resenc"])
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--nnunet-root", type=Path, default=Path("/tmp/nnu"))
     args = parser.parse_args()
+    args.dataset = require_dataset(args.dataset)
     if not args.dataset.is_dir():
         sys.exit(f"{args.dataset}: not found; this benchmark needs Task04_Hippocampus")
     cpu = torch.device("cpu")

@@ -27,7 +27,7 @@ The first epoch (start-up, worker warm-up) is left out; each interval holds one 
 iterations and one epoch end. The whole command's wall time (start-up and the final validation of the 42 held-out
 cases included) is printed beside it.
 
-Usage: python scripts/bench_train_e2e.py [--dataset ../shared/data/Task04_Hippocampus]
+Usage: python scripts/bench_train_e2e.py [--dataset $MAMBASEG_REAL_DATA/Task04_Hippocampus]
            [--networks unet_resenc umamba_bot] [--epochs 3] [--iterations 20] [--val-iterations 5]
            [--batch-size 2] [--workers 1] [--threads N]
            [--workspace WS] [--nnunet-root /tmp/nnu] [--keep] [--lock /tmp/cpu.lock]
@@ -55,10 +55,10 @@ from mambaseg.data import load_dataset
 from mambaseg.workspace import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_dataset import require_dataset, task04_default  # noqa: E402
 from machine_info import cpu_summary  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATASET = ROOT.parent / "shared" / "data" / "Task04_Hippocampus"
 NNUNET_VENV = Path("/tmp/nnunet_venv")
 CONFIGURATION = "3d_fullres"
 # our network: (nnU-Net plans file it is compared with, that network's name, target ratio ours / nnU-Net)
@@ -297,7 +297,12 @@ def table(pairs: list[tuple[Result, Result | None]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, default=DEFAULT_DATASET, help="Decathlon TaskNN_Name folder")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=task04_default(),
+        help="Decathlon TaskNN_Name folder (default: $MAMBASEG_REAL_DATA/Task04_Hippocampus)",
+    )
     parser.add_argument("--networks", nargs="+", choices=sorted(REFERENCES), default=list(REFERENCES))
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (the first is not timed)")
     parser.add_argument("--iterations", type=int, default=20, help="training iterations per epoch")
@@ -313,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.epochs < 2:
         parser.error("--epochs: at least 2 (the first epoch is not timed)")
+    args.dataset = require_dataset(args.dataset)
     if not args.dataset.is_dir():
         print(f"skipped: dataset folder {args.dataset} not found (give it with --dataset)")
         return 0

@@ -12,7 +12,7 @@ Needs scikit-learn (``pip install -e .[dev]``).
 
 Usage: python scripts/pretrain_digits.py FOLDER --workspace WS [--epochs 10] [--batch-size 64]
            [--finetune-epochs 5] [--finetune-iterations 25] [--finetune-lr 1e-4]
-           [--dataset ../shared/data/Task04_Hippocampus] [--per-class N] [--tiny] [--skip-finetune]
+           [--dataset $MAMBASEG_REAL_DATA/Task04_Hippocampus] [--per-class N] [--tiny] [--skip-finetune]
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,8 @@ from mambaseg.data import load_dataset
 from mambaseg.workspace import Workspace
 from mambaseg.workspace.layout import PretrainingFiles
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_dataset import require_dataset, task04_default  # noqa: E402
 
 
 def write_digits_folder(folder: Path, size: int, per_class: int | None = None, seed: int = 0) -> tuple[int, int]:
@@ -117,12 +119,19 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=None, help="use only this many digits of each class")
     parser.add_argument("--tiny", action="store_true", help="the tiny test classifier (cannot fine-tune swin_umamba)")
     parser.add_argument("--skip-finetune", action="store_true")
-    parser.add_argument("--dataset", type=Path, default=ROOT.parent / "shared" / "data" / "Task04_Hippocampus")
+    parser.add_argument(
+        "--dataset",
+        type=Path,
+        default=task04_default(),
+        help="dataset to fine-tune on (default: $MAMBASEG_REAL_DATA/Task04_Hippocampus)",
+    )
     parser.add_argument("--finetune-epochs", type=int, default=5)
     parser.add_argument("--finetune-iterations", type=int, default=25, help="fine-tuning iterations per epoch")
     parser.add_argument("--finetune-lr", type=float, default=1e-4, help="AdamW peak lr (Swin-UMamba's: 1e-4)")
     parser.add_argument("--freeze-epochs", type=int, default=1, help="encoder frozen for this many fine-tuning epochs")
     args = parser.parse_args()
+    if not args.skip_finetune:
+        args.dataset = require_dataset(args.dataset)
 
     counts = write_digits_folder(args.folder, args.size, args.per_class)
     print(f"digits: {counts[0]} training and {counts[1]} validation images of {args.size} x {args.size} px")

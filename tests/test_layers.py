@@ -1,4 +1,4 @@
-"""The layer rule of ``shared/DESIGN.md``: each layer imports only from layers listed above it."""
+"""The layer rule of docs/architecture.md (see docs/contributing.md): each layer imports only from the layers above."""
 
 import ast
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# top to bottom, as DESIGN.md lists them; the kernels package is the first layer
+# top to bottom, as docs/architecture.md lists them; the kernels package is the first layer
 LAYERS = [
     "mambaseg_kernels",
     "ops",

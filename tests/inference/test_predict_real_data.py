@@ -1,4 +1,4 @@
-"""`mambaseg predict` on the real DICOM series in ``../shared/data/dicom`` (skipped where that folder is absent).
+"""`mambaseg predict` on the real DICOM series in ``$MAMBASEG_REAL_DATA/dicom`` (skipped where it is absent).
 
 A tiny run trained on synthetic data predicts them; what is checked is where the masks lie: their geometry
 equals SimpleITK's reading of each series, and each DICOM-SEG frame sits on the instance it references.
@@ -18,9 +18,10 @@ import SimpleITK as sitk
 from mambaseg.cli.main import main
 from mambaseg.io import read_dicom_series, read_image
 from tests.data.synthetic import write_nnunet_dataset
+from tests.real_data import real_data, skip_reason
 
-DICOM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dicom"
-pytestmark = pytest.mark.skipif(not DICOM.is_dir(), reason=f"real data not found at {DICOM}")
+DICOM = real_data("dicom")
+pytestmark = pytest.mark.skipif(DICOM is None, reason=skip_reason("dicom"))
 TRAIN = ["-c", "3d_fullres", "-n", "unet_resenc", "-f", "0", "trainer=cpu_short", "trainer.num_epochs=1"]
 TRAIN += ["trainer.iterations_per_epoch=2", "trainer.val_iterations=1", "num_workers=0"]
 

@@ -1,4 +1,4 @@
-"""Real DICOM and label files from ``shared/data/dicom`` beside the project; skipped where that folder is absent."""
+"""Real DICOM and label files from ``$MAMBASEG_REAL_DATA/dicom``; skipped where that folder is absent."""
 
 from pathlib import Path
 
@@ -7,10 +7,11 @@ import pytest
 import SimpleITK as sitk
 
 from mambaseg.io import Image, from_sitk, list_dicom_series, read_dicom_series, read_image
+from tests.real_data import real_data, skip_reason
 
-DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "dicom"
+DATA = real_data("dicom")
 
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"real DICOM data not found at {DATA}")
+pytestmark = pytest.mark.skipif(DATA is None, reason=skip_reason("dicom"))
 
 SERIES = [
     "mr_brain_study3/11_HCropVolume",

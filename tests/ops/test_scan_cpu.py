@@ -109,6 +109,44 @@ def test_a_failed_build_warns_once_and_returns_none(monkeypatch):
         assert cpu_kernels._load.__wrapped__(select_isa_level()) is None
 
 
+@pytest.mark.skipif(platform.system() == "Windows", reason="flock is POSIX")
+def test_a_lock_left_by_a_killed_loader_is_cleared_not_waited_for(monkeypatch, tmp_path):
+    import sys
+    import warnings
+
+    import torch.utils.cpp_extension
+
+    folder = tmp_path / "build"
+    folder.mkdir()
+    (folder / cpu_kernels.TORCH_BATON).touch()  # torch's lock of a loader killed mid-build
+    # a loader that took mambaseg's flock and was killed holding it: the system releases the flock
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import fcntl, time; h = open({str(folder / cpu_kernels.BUILD_FLOCK)!r}, 'a'); "
+            "fcntl.flock(h, fcntl.LOCK_EX); print('held', flush=True); time.sleep(600)",
+        ],
+        stdout=subprocess.PIPE,
+    )
+    assert holder.stdout.readline().strip() == b"held"
+    holder.kill()
+    holder.wait()
+    loaded = object()
+
+    def load(**_kwargs):
+        assert not (folder / cpu_kernels.TORCH_BATON).exists()  # torch would wait for it forever
+        return loaded
+
+    monkeypatch.setattr(torch.utils.cpp_extension, "load", load)
+    monkeypatch.setattr(cpu_kernels, "_build_folder", lambda name: folder)
+    with pytest.warns(RuntimeWarning, match="left by a process that died"):
+        assert cpu_kernels._load.__wrapped__(select_isa_level()) is loaded
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no stale lock the second time: no warning
+        assert cpu_kernels._load.__wrapped__(select_isa_level()) is loaded
+
+
 def require_kernel_build(built: bool, environ: Mapping[str, str]) -> None:
     """Fail under CI (``CI`` set to true or 1) when the kernel was not built; skip, saying why, elsewhere."""
     if built:

@@ -10,16 +10,21 @@ built for the machine's own processor. The highest level the processor supports 
 otherwise): benchmarks and tests use it to run the AVX2 build on an AVX-512 machine. The cache name carries the
 level and a digest of the processor's flags, the compiler flags, the sources and the headers, so that a stale
 build or one made on another machine sharing the cache is never loaded.
+
+Loading holds an ``flock`` on the build folder (``mambaseg.flock``), which the system releases when its holder
+dies: torch's own lock file (``lock``), which a process killed while building or loading leaves behind and for
+which every later process would wait forever, is removed by the next loader that holds the flock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import platform
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -118,20 +123,64 @@ def load_cpu_kernels(isa: str | None = None) -> ModuleType | None:
     return _load(isa)
 
 
+BUILD_FLOCK = "mambaseg.flock"
+TORCH_BATON = "lock"  # torch.utils.cpp_extension's lock file in a build folder
+
+
+@contextlib.contextmanager
+def build_folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an flock on ``folder`` (released by the system if this process dies) and clear a stale torch lock.
+
+    Every mambaseg loader takes this flock before torch's own lock file, so a torch lock file found while holding
+    it was left by a process that died: it is removed, with a warning, instead of being waited for forever.
+    Where ``fcntl`` is missing (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / BUILD_FLOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            baton = folder / TORCH_BATON
+            if baton.exists():
+                warnings.warn(
+                    f"mambaseg: removing {baton}, left by a process that died while building or loading the CPU "
+                    "kernel (a build in progress would hold mambaseg's lock)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+                baton.unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _build_folder(name: str) -> Path:
+    """The folder torch builds the extension ``name`` in."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(name, verbose=False))
+
+
 @functools.cache
 def _load(level: str) -> ModuleType | None:
     from torch.utils.cpp_extension import load
 
     here = Path(__file__).parent
+    name = f"mambaseg_scan_cpu_{_build_tag(here, level)}"
     try:
-        return load(
-            name=f"mambaseg_scan_cpu_{_build_tag(here, level)}",
-            sources=[str(here / s) for s in SOURCES],
-            extra_include_paths=[str(here)],
-            extra_cflags=compiler_flags(level),
-            extra_ldflags=LDFLAGS,
-            verbose=False,
-        )
+        with build_folder_lock(_build_folder(name)):
+            return load(
+                name=name,
+                sources=[str(here / s) for s in SOURCES],
+                extra_include_paths=[str(here)],
+                extra_cflags=compiler_flags(level),
+                extra_ldflags=LDFLAGS,
+                verbose=False,
+            )
     except Exception as err:  # noqa: BLE001  (any build failure falls back to the reference)
         warnings.warn(
             f"mambaseg: the compiled CPU selective scan could not be built ({type(err).__name__}: {err}); "

@@ -265,10 +265,10 @@ def _epoch_times(metrics: Path) -> list[float]:
         return [float(row["epoch_time"]) for row in csv.DictReader(handle)]
 
 
-def _parameters(run: _Run, plans: Any, plan: Any) -> int:
-    with torch.device("meta"):
-        model = build_network(plans, plan, deep_supervision=False)
-    return sum(p.numel() for p in model.parameters())
+def _parameters(plans: Any, plan: Any) -> int:
+    """The trainable parameters of the plan's network (built on the CPU: some networks fill buffers at build)."""
+    model = build_network(plans, plan, deep_supervision=False)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 def _scores(contestant: str, fold: str, summary: dict[str, Any]) -> list[CaseScore]:
@@ -303,7 +303,7 @@ def _run_costs(run: _Run, spec: Any, files: BenchmarkFiles) -> RunCosts:
     return RunCosts(
         contestant=run.network,
         fold=run.fold,
-        parameters=_parameters(run, spec.plans, spec.plan),
+        parameters=_parameters(spec.plans, spec.plan),
         epochs=len(times),
         samples=len(times) * iterations * batch,
         samples_per_second=None if not per_epoch else iterations * batch / per_epoch,

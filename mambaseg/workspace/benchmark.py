@@ -51,7 +51,7 @@ from omegaconf import OmegaConf
 from mambaseg.data import Dataset
 from mambaseg.data.splits import load_or_create_splits
 from mambaseg.evaluation.benchmark_report import CaseScore, RunCosts, build_results, write_report
-from mambaseg.evaluation.summary import CasePair, evaluate_cases
+from mambaseg.evaluation.summary import CasePair
 from mambaseg.io.atomic import write_text_atomically
 from mambaseg.io.progress import Progress, as_progress
 from mambaseg.networks import network_entry
@@ -71,7 +71,7 @@ from mambaseg.workspace.preparation import (
 )
 from mambaseg.workspace.processes import run_logged
 from mambaseg.workspace.runtime import resolve_device
-from mambaseg.workspace.training import pretrained_file, run_spec
+from mambaseg.workspace.training import pretrained_file, run_spec, score_held_out
 
 log = logging.getLogger(__name__)
 
@@ -480,22 +480,13 @@ def _nnunet_settings(
 def _nnunet_scores(
     result: nnunet.NnUNetFold, val_names: Sequence[str], dataset: Dataset, plans: Any
 ) -> list[CaseScore]:
-    """nnU-Net's held-out masks scored by the same code and labels as our validation."""
+    """nnU-Net's held-out masks scored by the same function as our validation (regions included)."""
     val_cases = [case for case in dataset.cases if case.name in set(val_names)]
-    names = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
-    scored = [value for value in names if value > 0 and value != dataset.ignore_label]
     pairs = [
         CasePair(case.name, result.predictions / f"{case.name}{dataset.file_ending}", case.label_file)
         for case in val_cases
     ]
-    summary = evaluate_cases(
-        pairs,
-        scored,
-        label_names=names,
-        ignore_label=dataset.ignore_label,
-        prediction=result.predictions,
-        reference=dataset.root,
-    )
+    summary = score_held_out(pairs, dataset, plans, result.predictions)
     return _scores(NNUNET, result.fold, summary)
 
 

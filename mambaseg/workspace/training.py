@@ -236,7 +236,20 @@ def validate_fold(
     dtype = str(precision or torch.float32).removeprefix("torch.")
     times = {"device": str(device), "precision": dtype, "seconds": seconds}
     write_text_atomically(files.validation_times, json.dumps(times, indent=2))
-    if dataset.has_regions:  # scored per region, as find-best does
+    summary = score_held_out(pairs, dataset, plans, files.validation)
+    scores = files.validation_scores
+    write_summary(summary, scores.summary, scores.table)
+    log.info("validation of %s: mean Dice %s", files.folder, dice_line(summary))
+    return summary
+
+
+def score_held_out(pairs: list[CasePair], dataset: Dataset, plans: Any, prediction: Path) -> dict[str, Any]:
+    """Score predicted masks of held-out cases as a fold's validation does (``evaluate``'s summary schema).
+
+    Region-based datasets are scored per region, as find-best does; others per foreground label (the ignore label
+    left out), with the dataset's label names. ``prediction`` is the folder the masks are in, as the summary records.
+    """
+    if dataset.has_regions:
         regions = foreground_labels(dataset)
         names = {item_key(value): name for name, value in dataset.labels.items() if item_key(value) in regions}
         names |= {(value,): name for name, value in dataset.labels.items() if isinstance(value, int)}
@@ -244,18 +257,14 @@ def validate_fold(
     else:
         names = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
         scored = [value for value in names if value > 0 and value != dataset.ignore_label]
-    summary = evaluate_cases(
+    return evaluate_cases(
         pairs,
         scored,
         label_names=names,
         ignore_label=dataset.ignore_label,
-        prediction=files.validation,
+        prediction=prediction,
         reference=dataset.root,
     )
-    scores = files.validation_scores
-    write_summary(summary, scores.summary, scores.table)
-    log.info("validation of %s: mean Dice %s", files.folder, dice_line(summary))
-    return summary
 
 
 def dice_line(summary: dict[str, Any]) -> str:

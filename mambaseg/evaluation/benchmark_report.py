@@ -147,6 +147,7 @@ def _comparisons_table(results: Mapping[str, Any]) -> Table:
     rows = [
         [
             name,
+            str(c["cases"]),
             str(c["n"]),
             _signed(c["mean_difference"], 3),
             _signed(c["median_difference"], 3),
@@ -157,7 +158,8 @@ def _comparisons_table(results: Mapping[str, Any]) -> Table:
         ]
         for name, c in results["comparisons"].items()
     ]
-    header = ["network", "cases", "mean difference", "median difference", "effect size", "p", "Holm p", "significant"]
+    header = ["network", "cases", "differing", "mean difference", "median difference", "effect size", "p", "Holm p"]
+    header.append("significant")
     return Table(header, rows)
 
 
@@ -233,8 +235,8 @@ def document(results: Mapping[str, Any]) -> list[Section]:
     ]
     explanation = (
         f"Wilcoxon signed-rank test of each network's per-case mean Dice against {baseline}'s on the cases both "
-        "have; differences are network minus baseline; effect size is the matched-pairs rank-biserial correlation; "
-        "Holm p corrects for all comparisons; significant at α 0.05."
+        "have (it ranks the differing ones, ties left out); differences are network minus baseline; effect size is "
+        "the matched-pairs rank-biserial correlation; Holm p corrects for all comparisons; significant at α 0.05."
     )
     sections.append(Section(COMPARISONS_HEADING, [explanation, _comparisons_table(results)]))
     costs = "Means over folds, measured in this benchmark on this machine; memory is the training process's peak."

@@ -13,7 +13,8 @@ the costs into the content of ``results.json`` (``RESULTS_SCHEMA_VERSION``):
     costs                        per contestant: ``folds`` (the measured ``RunCosts`` of each fold) and their
                                  ``mean`` over folds, numeric fields only
     comparisons                  per contestant but the baseline: the Wilcoxon signed-rank test of its per-case
-                                 mean Dice against the baseline's on the cases both have, with Holm's p over all
+                                 mean Dice against the baseline's on the cases both have (``cases``; ``n`` of them
+                                 differ, which the test ranks), with Holm's p over all
     best, verdict                the contestant with the highest mean per-case Dice, and one sentence on it
     notes                        what the numbers lack (a contestant with no score or no cost)
     case_scores                  every case score as given, for the CSV and the plots
@@ -188,17 +189,18 @@ def _comparisons(
 ) -> dict[str, dict[str, Any]]:
     """Each contestant but the baseline against it: Wilcoxon on per-case mean Dice paired by case, Holm over all."""
     reference = means[baseline]
-    tests = {}
+    tests, shared = {}, {}
     for name in contestants:
         if name == baseline:
             continue
-        shared = sorted(set(means[name]) & set(reference))
-        tests[name] = wilcoxon_signed_rank([means[name][c] for c in shared], [reference[c] for c in shared])
+        shared[name] = sorted(set(means[name]) & set(reference))
+        tests[name] = wilcoxon_signed_rank([means[name][c] for c in shared[name]], [reference[c] for c in shared[name]])
     adjusted = holm([finite(test.p_value) for test in tests.values()])
     comparisons = {}
     for (name, test), p_holm in zip(tests.items(), adjusted, strict=True):
         comparisons[name] = {
             "baseline": baseline,
+            "cases": len(shared[name]),
             "n": test.n,
             "statistic": finite(test.statistic),
             "p_value": finite(test.p_value),

@@ -114,7 +114,7 @@ def test_benchmark_is_killed_resumes_without_retraining_and_reports_the_runs_sco
         assert all(c["samples"] == 2 * 1 * 2 and c["epochs"] == 2 for c in costs.values())  # 2 epochs x 1 it x batch 2
         assert all(c["peak_memory_mb"] > 0 and c["inference_seconds_per_case"] > 0 for c in costs.values())
     comparison = results["comparisons"]["umamba_bot_nomamba"]
-    assert comparison["n"] <= 2 and comparison["baseline"] == "unet_resenc"
+    assert comparison["cases"] == 2 and comparison["n"] <= 2 and comparison["baseline"] == "unet_resenc"
     assert len((report / "results.csv").read_text().strip().splitlines()) == 1 + rows  # header + a row per case
     html = (report / "report.html").read_text()
     assert "http" not in html and html.count("data:image/png;base64,") == 1

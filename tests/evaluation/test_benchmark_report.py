@@ -156,7 +156,7 @@ def test_comparisons_are_wilcoxon_on_cases_paired_by_fold_and_case_with_holm(res
         assert comparison["median_difference"] == pytest.approx(test.median_difference)
         assert comparison["significant"] == (adjusted < 0.05)
     assert list(results["comparisons"]) == ["umamba", "segmamba"]
-    assert results["comparisons"]["segmamba"]["n"] == 7
+    assert results["comparisons"]["segmamba"]["n"] == results["comparisons"]["segmamba"]["cases"] == 7
     assert results["comparisons"]["umamba"]["effect_size"] == 1.0
     assert results["comparisons"]["segmamba"]["effect_size"] == -1.0
 
@@ -228,7 +228,9 @@ def test_a_contestant_without_scores_or_costs_is_kept_with_nulls_and_a_note():
     assert vmunet["classes"]["anterior"]["hd95"]["mean"] is None
     assert results["costs"]["vmunet"] == {"folds": {}, "mean": dict.fromkeys(results["costs"]["umamba"]["mean"])}
     comparison = results["comparisons"]["vmunet"]
-    assert comparison["n"] == 0 and comparison["p_value"] is None and comparison["p_holm"] is None
+    assert (
+        comparison["cases"] == comparison["n"] == 0 and comparison["p_value"] is None and comparison["p_holm"] is None
+    )
     assert not comparison["significant"]
     assert results["notes"] == ["vmunet has no case score.", "vmunet has no measured cost."]
     assert results["best"] == "umamba"

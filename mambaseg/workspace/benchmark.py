@@ -196,6 +196,11 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def saved_config(path: Path) -> dict[str, Any]:
+    """A run's resolved ``config.yaml`` as a plain dict."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
 def config_differences(saved: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """``key: saved -> expected`` for each setting that differs (the recorded ``precision`` left out)."""
     have, want = _flatten({k: v for k, v in saved.items() if k != "precision"}), _flatten(expected)
@@ -216,8 +221,7 @@ def _run_state(run: _Run) -> str:
     files = run.files
     if not files.config.is_file():
         return "new"
-    saved = OmegaConf.to_container(OmegaConf.load(files.config), resolve=True)
-    differences = config_differences(saved, run.config)
+    differences = config_differences(saved_config(files.config), run.config)
     if files.plan.is_file() and json.loads(files.plan.read_text()) != run.plan:
         differences.append(f"plan.json: another plan than the benchmark's (patch {run.plan['patch_size']})")
     if differences:
@@ -295,8 +299,7 @@ def _run_costs(run: _Run, spec: Any, files: BenchmarkFiles) -> RunCosts:
     steady = times[1:] if len(times) > 1 else times
     per_epoch = statistics.median(steady) if steady else None
     iterations, batch = int(run.config["trainer"]["iterations_per_epoch"]), int(run.config["batch_size"])
-    saved = OmegaConf.to_container(OmegaConf.load(run.files.config), resolve=True)
-    autocast = (saved.get("precision") or {}).get("autocast")
+    autocast = (saved_config(run.files.config).get("precision") or {}).get("autocast")
     measurement = files.measurement(run.network, run.fold)
     peak = json.loads(measurement.read_text()).get("peak_memory_mb") if measurement.is_file() else None
     predicted = json.loads(run.files.validation_times.read_text())["seconds"]
@@ -410,14 +413,13 @@ def benchmark(
                     f"{list(planned.patch_size)}: its topology needs it"
                 )
     states = {(run.network, run.fold): _run_state(run) for run in runs}  # refuses foreign runs before any training
-    device_name = device
     total = len(runs) + (len(fold_names) if with_nnunet is not None else 0)
     with as_progress(progress).task(f"benchmark {files.folder.name}: runs", total=total) as task:
         for index, run in enumerate(runs, 1):
             state = states[run.network, run.fold]
             log.info("run %d of %d: %s fold %s (%s)", index, total, run.network, run.fold, state)
             if state != "done":
-                _train_run(run, state, loaded, ws, files, device_name)
+                _train_run(run, state, loaded, ws, files, device)
             task.advance()
         nnunet_folds = []
         if with_nnunet is not None:

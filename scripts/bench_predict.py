@@ -20,6 +20,11 @@ natively), ``fast`` (``--fast``), ``compile`` (``--compile``; its compilation co
 With ``--held-out`` the images are fold 0's validation cases of the run's ``splits.json`` and each mode's
 masks of the N cases are scored against ``--labels`` (mean foreground Dice).
 
+Against another revision (``--against REV``): the same ``mambaseg predict`` of this checkout's code is also run from
+a ``git worktree`` of REV (a commit, tag or branch; same venv, same kernels, same run folder), as the tool
+``mambaseg@REV MODE``; the column "ratio to REV" is ours over it, per mode, measured in one run: how a change to the
+pipeline moved its speed. ``--no-nnunet`` leaves nnU-Net out (the ratio to nnU-Net column is then empty).
+
 Memory (``--memory``): ``mambaseg predict`` of a synthetic 300 × 512 × 512 CT (int16 HU, 0.8 × 0.8 × 1.5 mm,
 NIfTI) with a small ``unet_resenc`` run planned at that spacing (no resampling), once per class count
 in ``--classes``, without mirroring; peak resident memory of the predicting process.
@@ -31,6 +36,7 @@ Usage::
 
     python scripts/bench_predict.py --run WS/Hippocampus/runs/3d_fullres__unet_resenc --run WS/.../umamba_bot
     python scripts/bench_predict.py --memory --classes 3 10
+    python scripts/bench_predict.py --run WS/.../3d_fullres__unet_resenc --against a12fa20 --no-nnunet
 """
 
 from __future__ import annotations
@@ -68,11 +74,11 @@ class Measurement:
     peak_mib: float  # largest resident set
 
 
-def measure(command: list[str], env: dict[str, str], log_file: Path) -> Measurement:
-    """Runs ``command`` with its output in ``log_file``; raises if it fails."""
+def measure(command: list[str], env: dict[str, str], log_file: Path, cwd: Path = ROOT) -> Measurement:
+    """Runs ``command`` in ``cwd`` with its output in ``log_file``; raises if it fails."""
     start = time.perf_counter()
     with log_file.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd)
         _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - start
     process.returncode = os.waitstatus_to_exitcode(status)
@@ -93,10 +99,24 @@ def link_cases(images: list[Path], folder: Path) -> Path:
     return folder
 
 
-def run_ours(run: Path, cases: Path, out: Path, threads: int, checkpoint: str, mode: str = "float32") -> Measurement:
+def run_ours(
+    run: Path, cases: Path, out: Path, threads: int, checkpoint: str, mode: str = "float32", code: Path = ROOT
+) -> Measurement:
+    """``mambaseg predict`` of the package in ``code`` (``python -m`` imports it from its working folder)."""
     command = [sys.executable, "-m", "mambaseg", "predict", "-i", str(cases), "-o", str(out), "-m", str(run)]
     command += ["-f", "0", "--checkpoint", checkpoint, "--device", "cpu", *MODES[mode]]
-    return measure(command, thread_env(threads), out.with_suffix(".log"))
+    return measure(command, thread_env(threads), out.with_suffix(".log"), cwd=code)
+
+
+def checkout(revision: str, work: Path) -> Path:
+    """A ``git worktree`` of ``revision`` in ``work`` (removed with ``work``'s folder by ``remove_checkout``)."""
+    folder = work / f"code_{revision.replace('/', '_')}"
+    subprocess.run(["git", "worktree", "add", "--detach", str(folder), revision], cwd=ROOT, check=True)
+    return folder
+
+
+def remove_checkout(folder: Path) -> None:
+    subprocess.run(["git", "worktree", "remove", "--force", str(folder)], cwd=ROOT, check=False)
 
 
 def run_nnunet(run: Path, cases: Path, out: Path, args: argparse.Namespace) -> Measurement:
@@ -183,7 +203,8 @@ def mean_dice(masks: Path, labels: Path, names: list[str], work: Path) -> float:
 
 
 def speed(args: argparse.Namespace, work: Path) -> list[str]:
-    """The speed table's rows, one per run, tool and mode, with the ratio to nnU-Net (and Dice with --held-out)."""
+    """The speed table's rows, one per run, tool and mode, with the ratios to nnU-Net and to ``--against``'s
+    revision (and Dice with --held-out)."""
     images = (
         held_out_images(args)[: args.cases] if args.held_out else sorted(args.images.glob("*.nii.gz"))[: args.cases]
     )
@@ -191,37 +212,54 @@ def speed(args: argparse.Namespace, work: Path) -> list[str]:
         raise ValueError(f"{args.images}: needs at least 2 .nii.gz images, found {len(images)}")
     folders = {1: link_cases(images[:1], work / "cases_1"), len(images): link_cases(images, work / "cases_n")}
     names, n = [image.name for image in images], len(images)
+    codes = {"mambaseg": ROOT}
+    if args.against:
+        codes[f"mambaseg@{args.against}"] = args.against_code
     rows = []
     for run in args.run:
-        tools = [f"mambaseg {mode}" for mode in args.modes] + ["nnU-Net"]
+        ours = {f"{name} {mode}": (code, mode) for name, code in codes.items() for mode in args.modes}
+        tools = [*ours, *([] if args.no_nnunet else ["nnU-Net"])]
         timings: dict[str, dict[int, Measurement]] = {tool: {} for tool in tools}
-        for mode in args.modes:  # builds the kernels, fills caches
-            run_ours(run, folders[1], work / f"{run.name}_warm_{mode}", args.threads, args.checkpoint, mode)
-        run_nnunet(run, folders[1], work / f"{run.name}_warm_nnunet", args)
+        for tool, (code, mode) in ours.items():  # builds the kernels, fills caches
+            run_ours(
+                run,
+                folders[1],
+                work / f"{run.name}_warm_{tool}".replace(" ", "_"),
+                args.threads,
+                args.checkpoint,
+                mode,
+                code,
+            )
+        if not args.no_nnunet:
+            run_nnunet(run, folders[1], work / f"{run.name}_warm_nnunet", args)
         for size, cases in folders.items():
-            for mode in args.modes:
-                out = work / f"{run.name}_{size}_{mode}"
-                timings[f"mambaseg {mode}"][size] = run_ours(run, cases, out, args.threads, args.checkpoint, mode)
-            timings["nnU-Net"][size] = run_nnunet(run, cases, work / f"{run.name}_{size}_nnunet", args)
+            for tool, (code, mode) in ours.items():
+                out = work / f"{run.name}_{size}_{tool}".replace(" ", "_")
+                timings[tool][size] = run_ours(run, cases, out, args.threads, args.checkpoint, mode, code)
+            if not args.no_nnunet:
+                timings["nnU-Net"][size] = run_nnunet(run, cases, work / f"{run.name}_{size}_nnunet", args)
         per_case = {tool: (by_n[n].wall - by_n[1].wall) / (n - 1) for tool, by_n in timings.items()}
         for tool, by_n in timings.items():
             one, many = by_n[1], by_n[n]
             cpu = (many.cpu - one.cpu) / (n - 1)
             dice = ""
             if args.held_out and tool != "nnU-Net":  # nnU-Net's network is random: its masks are not scored
-                masks = work / f"{run.name}_{n}_{tool.split()[1]}"
+                masks = work / f"{run.name}_{n}_{tool}".replace(" ", "_")
                 dice = f"{mean_dice(masks, args.labels, names, work):.4f}"
-            ratio = per_case[tool] / per_case["nnU-Net"] if tool != "nnU-Net" else 1.0
+            to_nnunet = "" if args.no_nnunet else f"{per_case[tool] / per_case['nnU-Net']:.2f}"
+            mode = ours[tool][1] if tool in ours else ""
+            baseline = f"mambaseg@{args.against} {mode}"
+            to_revision = f"{per_case[tool] / per_case[baseline]:.2f}" if args.against and tool in ours else ""
             rows.append(
-                f"| {run.name} | {tool} | {per_case[tool]:.2f} | {ratio:.2f} | {cpu:.2f} | {many.wall / n:.2f} "
-                f"| {many.peak_mib:.0f} | {dice} |"
+                f"| {run.name} | {tool} | {per_case[tool]:.2f} | {to_nnunet} | {to_revision} | {cpu:.2f} "
+                f"| {many.wall / n:.2f} | {many.peak_mib:.0f} | {dice} |"
             )
             log.info(rows[-1])
     header = (
-        "| run | tool | s per case | ratio to nnU-Net (target <= 0.7) | CPU s per case | end to end s per case "
-        "| peak RSS (MiB) | Dice |"
+        f"| run | tool | s per case | ratio to nnU-Net (target <= 0.7) | ratio to {args.against or 'REV'} "
+        "| CPU s per case | end to end s per case | peak RSS (MiB) | Dice |"
     )
-    return [header, "|---|---|---|---|---|---|---|---|", *rows]
+    return [header, "|---|---|---|---|---|---|---|---|---|", *rows]
 
 
 def write_ct(path: Path, shape: tuple[int, int, int]) -> None:
@@ -312,6 +350,8 @@ def main() -> int:
         default="same",
         help="nnU-Net predicts with the run's own network module (same) or its ResidualEncoderUNet (resenc)",
     )
+    parser.add_argument("--against", metavar="REV", help="also time mambaseg predict at this git revision")
+    parser.add_argument("--no-nnunet", action="store_true", help="leave nnU-Net out of the speed table")
     parser.add_argument("--memory", action="store_true", help="measure peak memory on a large CT instead")
     parser.add_argument("--classes", type=int, nargs="+", default=[3, 10], help="class counts for --memory")
     parser.add_argument("--shape", type=int, nargs=3, default=[300, 512, 512], help="CT array shape for --memory")
@@ -326,6 +366,7 @@ def main() -> int:
         args.images = require_dataset(args.images, "--images IMAGES")
         args.labels = args.labels or args.images.parent / "labelsTr"
     work = Path(tempfile.mkdtemp(prefix="bench_predict_"))
+    args.against_code = checkout(args.against, work) if args.against and not args.memory else None
     try:
         log.info("%d threads; work folder %s", args.threads, work)
         text = "\n".join(memory(args, work) if args.memory else speed(args, work))
@@ -334,6 +375,8 @@ def main() -> int:
         if args.markdown:
             args.markdown.write_text(text + "\n")
     finally:
+        if args.against_code is not None:
+            remove_checkout(args.against_code)
         if args.keep:
             log.info("kept %s", work)
         else:

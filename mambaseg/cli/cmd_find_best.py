@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         instructions = find_best(dataset, args.workspace, args.folds, ensembles=not args.no_ensembles)
     except (ValueError, OSError) as error:  # DatasetError, SelectionError and SplitsError are ValueErrors
         return show_error(console, error)
+
     def key(value: int | list[int]) -> str:  # as dice_per_class has it: "1", or "(1, 2)" / "(2,)" for regions
         if dataset.has_regions:
             return str(tuple(value) if isinstance(value, list) else (value,))

@@ -23,7 +23,7 @@ from rich.console import Console
 
 from mambaseg.cli.display import show_error
 from mambaseg.cli.main import add_workspace_argument
-from mambaseg.inference.predictor import PRECISION_CHOICES
+from mambaseg.inference.precision import PRECISION_CHOICES
 from mambaseg.io.progress import console_progress
 from mambaseg.workspace import predict
 from mambaseg.workspace.layout import CHECKPOINT_KINDS
@@ -64,7 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=[k for k in CHECKPOINT_KINDS if k != "latest"],
         help="which checkpoint per fold (default: final; a zip holds the kind it was exported with)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="auto, cpu, cuda, cuda:N or mps (default: cuda when available; a .pt2 program: the cpu it was exported "
+        "for)",
+    )
     parser.add_argument("--save-probabilities", action="store_true", help="also write CASE.npz (float16) and CASE.json")
     parser.add_argument("--dicom-seg", action="store_true", help="also write CASE.dcm, a DICOM-SEG, for DICOM input")
     parser.add_argument(

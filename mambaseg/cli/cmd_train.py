@@ -37,7 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--continue", dest="continue_training", action="store_true", help="resume the latest checkpoint"
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: cuda when available)")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default: cuda when available)"
+    )
     parser.add_argument("--num-gpus", type=int, default=1, help="launch this many DDP processes with torchrun")
     parser.add_argument("--deterministic", action="store_true", help="deterministic algorithms (slower), same weights")
     parser.add_argument("--workers", type=int, default=None, help="processes for check and preprocessing")

@@ -17,12 +17,12 @@ from typing import Protocol
 import numpy as np
 
 from mambaseg.evaluation.summary import label_array
-from mambaseg.inference.postprocessing import probabilities_to_mask
+from mambaseg.inference.ensemble import EnsembleError, read_probabilities
+from mambaseg.inference.postprocessing import to_labels
 from mambaseg.io import read_image
 
 log = logging.getLogger(__name__)
 
-PROBABILITIES_KEY = "probabilities"
 
 
 class SelectionError(ValueError):
@@ -128,19 +128,25 @@ class CrossValidation:
         total = None
         for run in candidate.runs:
             path = self.probabilities_file(run, case)
-            probabilities = self._probabilities(path, shape)
+            probabilities = self._probabilities(path, shape, self.regions_class_order)
             if total is not None and total.shape != probabilities.shape:
                 raise SelectionError(f"{path}: {probabilities.shape[0]} classes, the other runs {total.shape[0]}")
             total = probabilities if total is None else total + probabilities
-        return probabilities_to_mask(total / len(candidate.runs), self.regions_class_order)
+        return to_labels(total / len(candidate.runs), self.regions_class_order)
 
     @staticmethod
-    def _probabilities(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    def _probabilities(path: Path, shape: tuple[int, ...], regions_class_order: list[int] | None) -> np.ndarray:
+        """The file's probabilities, refused when they do not fit ``shape`` or record other regions than the
+        dataset's (files that record none, written before regions were recorded, are taken as the dataset's)."""
         try:
-            with np.load(path) as content:
-                probabilities = content[PROBABILITIES_KEY].astype(np.float32)
-        except (OSError, ValueError, KeyError) as error:
-            raise SelectionError(f"{path}: cannot read the {PROBABILITIES_KEY!r} array: {error}") from error
+            probabilities, regions = read_probabilities(path)
+        except EnsembleError as error:
+            raise SelectionError(str(error)) from error
+        if regions is not None and regions != (None if regions_class_order is None else list(regions_class_order)):
+            raise SelectionError(
+                f"{path}: probabilities of regions painted as {regions}, the dataset's regions_class_order is "
+                f"{regions_class_order}; validate the fold again"
+            )
         if probabilities.shape[1:] != shape:
             raise SelectionError(
                 f"{path}: probabilities of shape {probabilities.shape} do not fit the reference's shape {shape}"

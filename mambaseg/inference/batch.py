@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import numpy as np
-
 from mambaseg.inference.dicom_seg import SegmentCode, build_dicom_seg
+from mambaseg.inference.ensemble import write_probabilities
 from mambaseg.inference.inputs import InputCase, check_channels, load_case
-from mambaseg.inference.predictor import Prediction
+from mambaseg.inference.pipeline import Prediction
 from mambaseg.io import Image, write_image
 from mambaseg.io.atomic import write_atomically
 from mambaseg.io.progress import Progress, ProgressTask, as_progress
@@ -37,7 +36,7 @@ _ENDINGS = {MASK: ".nii.gz", PROBABILITIES: ".npz", SIDECAR: ".json", DICOM_SEG:
 
 
 class CasePredictor(Protocol):
-    """What predicts one case: a ``Predictor`` (one run's folds) or an ``EnsemblePredictor`` (several runs)."""
+    """What predicts one case: a ``pipeline.Pipeline`` (any form of model)."""
 
     def predict(self, images: Sequence[Image], keep_probabilities: bool = False) -> Prediction: ...
 
@@ -53,12 +52,14 @@ class BatchOptions:
 
 @dataclass(frozen=True)
 class RunInfo:
-    """What the outputs record about the model: its name, channels, class names and their DICOM-SEG codes."""
+    """What the outputs record about the model: its name, channels, class names and their DICOM-SEG codes, and
+    for a region-based model the label each region's voxels get."""
 
     name: str
     channel_names: Mapping[str, str]
     label_names: Mapping[int, str]
     segment_codes: Mapping[int, SegmentCode] = field(default_factory=dict)
+    regions_class_order: list[int] | None = None
 
 
 @dataclass
@@ -98,7 +99,9 @@ def _sidecar(case: InputCase, mask: Image, run: RunInfo, n_classes: int) -> dict
         "case": case.name,
         "sources": [str(s) for s in case.sources],
         "model": run.name,
-        "classes": [run.label_names.get(k, f"label {k}") for k in range(n_classes)],
+        "classes": [run.label_names.get(k, f"label {k}") for k in range(n_classes)]
+        if run.regions_class_order is None
+        else [f"region {k} (painted as label {label})" for k, label in enumerate(run.regions_class_order)],
         "array_axes": "(class, *image array axes), image axes as in the mask: (z, y, x)",
         "shape": list(mask.array.shape),
         "spacing": list(mask.spacing),
@@ -111,8 +114,7 @@ def write_outputs(case: InputCase, prediction: Prediction, outputs: Mapping[str,
     """Write the requested outputs of one case, the mask last."""
     mask = prediction.mask
     if PROBABILITIES in outputs:
-        probabilities = prediction.probabilities.astype(np.float16)
-        write_atomically(outputs[PROBABILITIES], lambda f: np.savez_compressed(f, probabilities=probabilities))
+        write_probabilities(outputs[PROBABILITIES], prediction.probabilities, run.regions_class_order)
     if SIDECAR in outputs:
         n_classes = len(prediction.probabilities) if prediction.probabilities is not None else len(run.label_names)
         text = json.dumps(_sidecar(case, mask, run, n_classes), indent=2) + "\n"

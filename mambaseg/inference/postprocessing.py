@@ -141,7 +141,7 @@ def load_instructions(path: str | Path) -> InferenceInstructions:
     )
 
 
-def argmax_labels(probabilities: np.ndarray) -> np.ndarray:
+def _argmax_labels(probabilities: np.ndarray) -> np.ndarray:
     """The most probable class of each voxel of (k, *input), as uint8 (uint16 from 256 classes).
 
     Computed in slabs along the first image axis, so no int64 index volume of the whole image is made.
@@ -155,7 +155,7 @@ def argmax_labels(probabilities: np.ndarray) -> np.ndarray:
 REGION_THRESHOLD = 0.5
 
 
-def regions_to_labels(probabilities: np.ndarray, regions_class_order: Sequence[int]) -> np.ndarray:
+def _regions_to_labels(probabilities: np.ndarray, regions_class_order: Sequence[int]) -> np.ndarray:
     """The label map of region-based predictions, as nnU-Net makes it: region i's voxels above 0.5 get
     ``regions_class_order[i]``, later regions painted over earlier ones (the nested, smaller regions last).
 
@@ -174,8 +174,12 @@ def regions_to_labels(probabilities: np.ndarray, regions_class_order: Sequence[i
     return mask
 
 
-def probabilities_to_mask(probabilities: np.ndarray, regions_class_order: Sequence[int] | None = None) -> np.ndarray:
-    """The mask of softmax probabilities (argmax) or, with ``regions_class_order``, of region sigmoids."""
+def to_labels(probabilities: np.ndarray, regions_class_order: Sequence[int] | None = None) -> np.ndarray:
+    """The mask of softmax probabilities (argmax) or, with ``regions_class_order``, of region sigmoids.
+
+    The one place where probabilities become labels: prediction, ensembles, cascades, validation and find-best all
+    call it.
+    """
     if regions_class_order is None:
-        return argmax_labels(probabilities)
-    return regions_to_labels(probabilities, regions_class_order)
+        return _argmax_labels(probabilities)
+    return _regions_to_labels(probabilities, regions_class_order)

@@ -1,9 +1,13 @@
-"""A trained run's folds turned into a ``Predictor``.
+"""Trained runs and the models made of them, turned into the prediction pipeline's parts.
 
 Each fold has the configuration plan it trained with (its ``plan.json``) and a checkpoint. The plans (channels,
 labels, transpose, normalisation) come from the checkpoint; the configuration entry is replaced by the folds'
 plan, which is what was trained when the network differs from the planned one. The workspace layer
 (``mambaseg.workspace``) finds the files.
+
+A ``ModelDescription`` is a whole model as data: the runs whose probabilities are averaged (each with its folds and,
+for a cascade stage, the model that feeds it) and the postprocessing after them. ``build_pipeline`` makes it the
+pipeline of ``mambaseg.inference.pipeline``; ``describe`` writes it as the JSON an exported model records.
 """
 
 from __future__ import annotations
@@ -11,14 +15,23 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from mambaseg.inference.predictor import Predictor
+from mambaseg.inference.pipeline import (
+    Ensemble,
+    ModelStage,
+    Pipeline,
+    ProbabilityModel,
+    StagePlan,
+    WindowSettings,
+    mask_of,
+)
 from mambaseg.planning.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans, PlansError, plans_from_dict
@@ -39,6 +52,7 @@ class TrainedRun:
     configuration: str
     plans: Plans  # its ``configurations[configuration]`` is the plan the folds trained with
     checkpoints: tuple[Path, ...]  # one per fold
+    previous: ModelDescription | None = None  # a cascade stage: the model whose masks it takes as input
 
     @property
     def plan(self) -> ConfigurationPlan:
@@ -48,6 +62,66 @@ class TrainedRun:
     def label_names(self) -> dict[int, str]:
         """Class index -> label name (background included)."""
         return {value: name for name, value in self.plans.labels.items() if isinstance(value, int)}
+
+    @property
+    def fold_names(self) -> list[str]:
+        """The folds' names (``0``, ``all``), in checkpoint order."""
+        return [Path(path).parent.name.removeprefix("fold_") for path in self.checkpoints]
+
+
+@dataclass(frozen=True)
+class ModelDescription:
+    """A whole model: the runs averaged (each with its folds and its previous stage), then the postprocessing.
+
+    Attributes:
+        source: the file or folder that named it (inference instructions, a manifest, a run folder), for messages.
+        runs: one or more; several form an ensemble whose probabilities are averaged.
+        postprocessing: steps applied to the mask.
+    """
+
+    source: Path
+    runs: tuple[TrainedRun, ...]
+    postprocessing: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        """The runs' folder names joined by ``+``, for the outputs' records."""
+        return " + ".join(run.run_dir.name for run in self.runs)
+
+    def all_runs(self) -> list[TrainedRun]:
+        """Every run the model needs, previous stages included, each once, in the order they appear."""
+        found: list[TrainedRun] = []
+        for run in self.runs:
+            for needed in ([] if run.previous is None else run.previous.all_runs()) + [run]:
+                if needed not in found:
+                    found.append(needed)
+        return found
+
+    def describe(self, entry_of: Callable[[TrainedRun], str]) -> list[dict[str, Any]]:
+        """The runs as JSON: ``[{"run": entry_of(run), "folds": [...], "previous": [...]}]`` ("previous" for a
+        cascade stage: the runs of its previous stage's model, described the same way)."""
+        described = []
+        for run in self.runs:
+            entry: dict[str, Any] = {"run": entry_of(run), "folds": run.fold_names}
+            if run.previous is not None:
+                entry["previous"] = run.previous.describe(entry_of)
+            described.append(entry)
+        return described
+
+
+def check_compatible(runs: Sequence[TrainedRun], source: Path) -> None:
+    """RunError unless the runs share channels and labels (``source`` names the file that lists them)."""
+    first = runs[0]
+    for run in runs[1:]:
+        for what, mine, theirs in (
+            ("channels", run.plans.channel_names, first.plans.channel_names),
+            ("labels", run.plans.labels, first.plans.labels),
+        ):
+            if mine != theirs:
+                raise RunError(
+                    f"{source}: runs {first.run_dir} and {run.run_dir} have different {what} ({theirs} vs {mine}); "
+                    "only runs of one dataset can be averaged"
+                )
 
 
 def plan_from_dict(data: dict) -> ConfigurationPlan:
@@ -139,30 +213,37 @@ def load_model(run: TrainedRun, checkpoint: Path, device: torch.device) -> nn.Mo
     return model.to(device).eval()
 
 
-def make_predictor(
-    run: TrainedRun,
-    device: torch.device,
-    mirroring: bool = True,
-    step: float = 0.5,
-    autocast_dtype: torch.dtype | None = None,
-    compile: bool = False,
-) -> Predictor:
-    """A predictor averaging every fold of ``run``; windows are batched by the plan's batch size.
-
-    ``autocast_dtype`` and ``compile``: as ``Predictor``'s.
-    """
-    models = [load_model(run, path, device) for path in run.checkpoints]
-    logger.info("predicting with %s, folds %s, on %s", run.run_dir, [p.parent.name for p in run.checkpoints], device)
-    return Predictor(
-        models,
-        PreprocessingSpec.from_plans(run.plans, run.configuration, source=str(run.checkpoints[0])),
-        run.plan.patch_size,
-        run.plans.num_classes,
-        device,
-        mirror_axes=mirror_axes_for(run.plan) if mirroring else (),
-        step=step,
-        batch_size=max(1, run.plan.batch_size),
-        regions_class_order=run.plans.regions_class_order,
-        autocast_dtype=autocast_dtype,
-        compile=compile,
+def stage_plan(plans: Plans, configuration: str, source: str) -> StagePlan:
+    """The stage plan of ``plans``' configuration ``configuration`` (``source`` names where it comes from)."""
+    plan = plans.configurations[configuration]
+    return StagePlan(
+        spec=PreprocessingSpec.from_plans(plans, configuration, source=source),
+        patch_size=tuple(plan.patch_size),
+        num_classes=plans.num_classes,
+        mirror_axes=tuple(mirror_axes_for(plan)),
+        batch_size=max(1, plan.batch_size),
+        regions_class_order=plans.regions_class_order,
+        previous_labels=tuple(int(label) for label in plan.previous_stage_labels or ()),
     )
+
+
+def build_model(description: ModelDescription, settings: WindowSettings) -> ProbabilityModel:
+    """The model of ``description``: one stage per run (its folds' networks), averaged when there are several."""
+    stages = []
+    for run in description.runs:
+        networks = [load_model(run, path, settings.device) for path in run.checkpoints]
+        logger.info("predicting with %s, folds %s, on %s", run.run_dir, run.fold_names, settings.device)
+        previous = None
+        if run.plan.previous_stage is not None:
+            if run.previous is None:
+                raise RunError(f"{run.run_dir}: a cascade stage after {run.plan.previous_stage!r} without that stage")
+            logger.info("cascade: %s takes the %s masks as input", run.run_dir, run.plan.previous_stage)
+            previous = mask_of(build_model(run.previous, settings))
+        plan = stage_plan(run.plans, run.configuration, source=str(run.checkpoints[0]))
+        stages.append(ModelStage(networks, plan, settings, previous=previous))
+    return stages[0] if len(stages) == 1 else Ensemble(stages)
+
+
+def build_pipeline(description: ModelDescription, settings: WindowSettings) -> Pipeline:
+    """The whole pipeline of ``description``: its model, labels, then its postprocessing."""
+    return Pipeline(build_model(description, settings), description.postprocessing)

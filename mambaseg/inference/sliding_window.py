@@ -1,5 +1,7 @@
 """Sliding-window prediction with Gaussian importance weighting and test-time mirroring (nnU-Net's scheme).
 
+The one place where windows are run over a case: ``case_logits`` is what every model stage calls.
+
 Dimension letters: c input channels, k classes, b windows in one batch, *spatial the image axes,
 *patch the window axes.
 
@@ -144,3 +146,32 @@ def sliding_window_predict(
     logits /= counts
     crop = tuple(slice(p // 2, p // 2 + s) for p, s in zip(pad, spatial, strict=True))
     return logits[(slice(None), *crop)]
+
+
+@torch.no_grad()
+def case_logits(
+    network: nn.Module,
+    image: torch.Tensor,
+    patch_size: Sequence[int],
+    channels: int,
+    step: float,
+    mirror_axes: Sequence[int],
+    batch_size: int,
+    device: torch.device | str | None,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Logits of a whole preprocessed case (c, *spatial) -> (channels, *spatial), float32.
+
+    A patch of one axis fewer than the case (a 2-D plan of 3-D data) predicts slice by slice along the first axis,
+    one slice at a time into the result (no list of slices to stack). Other arguments: as ``sliding_window_predict``.
+    """
+    if len(patch_size) == image.dim() - 1:
+        return sliding_window_predict(
+            network, image, patch_size, channels, step, mirror_axes, batch_size, device, autocast_dtype=autocast_dtype
+        )
+    logits = torch.empty((channels, *image.shape[1:]), dtype=torch.float32, device=image.device)
+    for z in range(image.shape[1]):
+        logits[:, z] = case_logits(
+            network, image[:, z], patch_size, channels, step, mirror_axes, batch_size, device, autocast_dtype
+        )
+    return logits

@@ -259,9 +259,7 @@ def list_dicom_series(folder: str | Path) -> list[DicomSeries]:
     _check_folder(folder)
     scan = _scan(folder)
     localizers = scan.localizers()
-    return [
-        DicomSeries(uid, len(s.files), s.description, uid in localizers) for uid, s in sorted(scan.series.items())
-    ]
+    return [DicomSeries(uid, len(s.files), s.description, uid in localizers) for uid, s in sorted(scan.series.items())]
 
 
 def main_series(series: list[DicomSeries]) -> list[DicomSeries]:

@@ -9,6 +9,7 @@ one never runs code. It is written atomically: a temp file in the same folder, f
 from __future__ import annotations
 
 import errno
+import io
 import logging
 import os
 import pickle
@@ -65,7 +66,7 @@ class Checkpoint:
     optimizer: dict[str, Any] | None
     scheduler: dict[str, Any] | None
     grad_scaler: dict[str, Any] | None
-    rng: dict[str, Any]
+    rng: dict[str, Any] | None  # None in a weights-only copy
     plans: dict[str, Any] | None
     config: dict[str, Any] | None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -230,3 +231,33 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             "(major versions differ)",
         )
     return Checkpoint(path=path, **{key: data[key] for key in REQUIRED_KEYS if key != "format"})
+
+
+PREDICTION_EXTRA = ("run",)  # the ``extra`` entries prediction reads (which run and plan the weights trained)
+
+
+def weights_only_copy(path: str | os.PathLike) -> bytes:
+    """The bytes of a copy of the checkpoint at ``path`` with only what prediction needs: the weights, plans, config,
+    version and the run's record; no optimiser, schedule, grad scaler, RNG states or run log (an exported model
+    carries these copies: the optimiser state alone is as large as the weights).
+
+    Raises:
+        CheckpointError: as ``load_checkpoint``.
+    """
+    loaded = load_checkpoint(path)
+    payload = {
+        "format": FORMAT,
+        "version": loaded.version,
+        "epoch": loaded.epoch,
+        "model": loaded.model,
+        "optimizer": None,
+        "scheduler": None,
+        "grad_scaler": None,
+        "rng": None,
+        "plans": loaded.plans,
+        "config": loaded.config,
+        "extra": {key: loaded.extra[key] for key in PREDICTION_EXTRA if key in loaded.extra},
+    }
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return buffer.getvalue()

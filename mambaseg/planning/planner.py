@@ -38,7 +38,7 @@ from mambaseg.networks.families import DEFAULT_NETWORK
 from mambaseg.networks.registry import TopologyChoice
 from mambaseg.planning.fingerprint import Fingerprint
 from mambaseg.planning.memory import MemoryEstimate, estimate_memory
-from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
+from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans, cascade_labels
 
 logger = logging.getLogger(__name__)
 
@@ -249,9 +249,12 @@ def fingerprint_summary(fingerprint: Fingerprint) -> dict[str, Any]:
 
 
 def cascade_plan(fullres: ConfigurationPlan, labels: dict[str, Any]) -> ConfigurationPlan:
-    """``3d_cascade_fullres``: the ``3d_fullres`` plan taking the one-hot ``3d_lowres`` prediction as extra input."""
-    foreground = sorted(v for k, v in labels.items() if isinstance(v, int) and v > 0 and k != "ignore")
-    return dataclasses.replace(fullres, previous_stage=LOWRES, previous_stage_labels=foreground)
+    """``3d_cascade_fullres``: the ``3d_fullres`` plan taking the one-hot ``3d_lowres`` prediction as extra input.
+
+    The foreground labels are every label value above 0, those inside a region's list included (a region-based
+    lowres mask holds the labels its regions are painted as), as nnU-Net's label manager counts them.
+    """
+    return dataclasses.replace(fullres, previous_stage=LOWRES, previous_stage_labels=cascade_labels(labels))
 
 
 def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, network: str | None = None) -> Plans:

@@ -232,6 +232,18 @@ class _Fields:
         raise PlansError(f"{self.where}: {field_name} {problem}")
 
 
+def cascade_labels(labels: dict[str, Any]) -> list[int]:
+    """The labels a cascade stage takes one-hot from its previous stage's mask: every label value above 0, those
+    inside a region's list included (a region-based mask holds the labels its regions are painted as), as
+    nnU-Net's label manager counts foreground labels; ``ignore`` left out."""
+    values = [value for key, entry in labels.items() if key != "ignore" for value in _as_list(entry)]
+    return sorted({int(value) for value in values if _is_int(value) and value > 0})
+
+
+def _as_list(entry: Any) -> list[Any]:
+    return list(entry) if isinstance(entry, list | tuple) else [entry]
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -282,7 +294,7 @@ def _validate_previous_stage(plans: Plans, name: str, plan: ConfigurationPlan, f
         return
     known = [other for other in plans.configurations if other != name]
     fields.check(previous in known, "previous_stage", f"one of the other configurations {known}", previous)
-    foreground = sorted(v for k, v in plans.labels.items() if _is_int(v) and v > 0 and k != "ignore")
+    foreground = cascade_labels(plans.labels)
     ok = isinstance(labels, list) and labels and all(_is_int(v) for v in labels) and sorted(labels) == foreground
     fields.check(ok, "previous_stage_labels", f"the foreground labels {foreground}", labels)
 

@@ -151,7 +151,11 @@ def train_fold(
         if (chosen, chosen_threads) != (workers, threads):
             log.info(
                 "num_workers %d beside %d torch threads would oversubscribe the %d CPU cores: %d workers, %d threads",
-                workers, threads, cores, chosen, chosen_threads,
+                workers,
+                threads,
+                cores,
+                chosen,
+                chosen_threads,
             )
             workers = chosen
             torch.set_num_threads(chosen_threads)

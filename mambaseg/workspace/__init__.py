@@ -16,6 +16,7 @@ from mambaseg.workspace.benchmark import BenchmarkResult, benchmark
 from mambaseg.workspace.export import export_model
 from mambaseg.workspace.layout import Workspace, resolve_workspace
 from mambaseg.workspace.prediction import ensemble, evaluate, find_best, predict
+from mambaseg.workspace.predictor import Predictor
 from mambaseg.workspace.preparation import DatasetCheckError, check, fingerprint, plan, preprocess
 from mambaseg.workspace.pretraining import pretrain
 from mambaseg.workspace.training import TrainResult, train
@@ -23,6 +24,7 @@ from mambaseg.workspace.training import TrainResult, train
 __all__ = [
     "BenchmarkResult",
     "DatasetCheckError",
+    "Predictor",
     "TrainResult",
     "Workspace",
     "benchmark",

@@ -12,7 +12,7 @@ and of the preprocessed case it was made for; a record that no longer matches (t
 or the data preprocessed again) makes it again.
 
 The previous stage run is the one of the same network as the cascade's; else the only run of that configuration.
-Prediction with a cascade run predicts with every trained fold of that run first (``make_chained_predictor``).
+Prediction with a cascade run predicts with every trained fold of that run first (``models.with_previous_stage``).
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from mambaseg.data import Dataset
 from mambaseg.data.splits import load_or_create_splits
-from mambaseg.inference.cascade import CascadePredictor, mask_on_grid
-from mambaseg.inference.predictor import Predictor
-from mambaseg.inference.runs import RunError, TrainedRun, make_predictor
+from mambaseg.inference.cascade import mask_on_grid
+from mambaseg.inference.pipeline import PreviousMask
+from mambaseg.io import Image
 from mambaseg.io.atomic import write_atomically, write_text_atomically
 from mambaseg.io.files import read_image
 from mambaseg.planning.plans import ConfigurationPlan
@@ -39,7 +38,6 @@ from mambaseg.preprocessing.case import CaseProperties
 from mambaseg.preprocessing.storage import case_files
 from mambaseg.training.setup import RunSpec
 from mambaseg.workspace.layout import DatasetFiles, RunFiles
-from mambaseg.workspace.models import find_run
 
 log = logging.getLogger(__name__)
 
@@ -145,46 +143,17 @@ def _mask_file(npz: Path) -> Path:
     return Path(json.loads(npz.with_suffix(".json").read_text())["mask"])
 
 
-def for_validation(spec: RunSpec, predictor: Predictor) -> Predictor:
-    """``predictor`` of a cascade fold validating with the previous stage's validation masks; others unchanged."""
+def validation_previous_masks(spec: RunSpec) -> PreviousMask | None:
+    """A cascade fold's input masks for validating: the previous stage's validation masks of its held-out cases
+    (read by the case's first image file); None for a fold that is no cascade stage."""
     if spec.previous_stage is None:
-        return predictor
+        return None
     by_source = {}
     for case in spec.dataset.cases:
         if case.name in spec.val_cases:
             by_source[str(case.image_files[0])] = _mask_file(spec.previous_stage[case.name])
 
-    def previous(images):
-        return read_image(by_source[images[0].source])
+    def previous(images: Sequence[Image]) -> np.ndarray:
+        return read_image(by_source[images[0].source]).array
 
-    return CascadePredictor.around(predictor, previous, spec.plan.previous_stage_labels)
-
-
-def previous_trained_run(run: TrainedRun, checkpoint: str) -> TrainedRun:
-    """The previous stage run of a cascade run, with every fold that has ``checkpoint``."""
-    files = DatasetFiles(run.run_dir.parent.parent)
-    try:
-        previous = previous_stage_run(files, run.plan.previous_stage, run.plan.network)
-    except CascadeError as error:
-        raise RunError(f"{run.run_dir}: {error}") from error
-    return find_run(previous.folder, None, checkpoint)
-
-
-def make_chained_predictor(
-    run: TrainedRun, checkpoint: str, device: torch.device, mirroring: bool = True, step: float = 0.5, **speed
-) -> Predictor:
-    """``make_predictor`` of ``run``; for a cascade run, the chain: its previous stage run predicts first.
-
-    ``speed``: ``make_predictor``'s ``autocast_dtype`` and ``compile``, for every stage.
-    """
-    if run.plan.previous_stage is None:
-        return make_predictor(run, device, mirroring, step, **speed)
-    first = make_chained_predictor(previous_trained_run(run, checkpoint), checkpoint, device, mirroring, step, **speed)
-    log.info("cascade: %s takes the %s masks as input", run.run_dir, run.plan.previous_stage)
-
-    def previous(images):
-        return first.predict(images).mask
-
-    return CascadePredictor.around(
-        make_predictor(run, device, mirroring, step, **speed), previous, run.plan.previous_stage_labels
-    )
+    return previous

@@ -8,23 +8,30 @@ The zip holds a small workspace of one dataset, with exactly what prediction nee
                                                       (where the runs share numbered folds), so that the
                                                       extracted folder also works as ``predict -d DATASET``
     DATASET/runs/CONFIGURATION__NETWORK/fold_K/plan.json
-    DATASET/runs/CONFIGURATION__NETWORK/fold_K/checkpoint_KIND.pt    KIND: final or best
+    DATASET/runs/CONFIGURATION__NETWORK/fold_K/checkpoint_KIND.pt    KIND: final or best; weights only
 
-``manifest.json``::
+Every run the model needs is in it: each member of an ensemble, and each cascade stage's previous stage. The
+checkpoints are weights-only copies (``planning.checkpoint.weights_only_copy``: no optimiser or other training
+state). ``manifest.json``::
 
-    {"format": "mambaseg-model", "format_version": 1, "mambaseg_version": "0.1.0", "dataset": "DATASET",
+    {"format": "mambaseg-model", "format_version": 2, "mambaseg_version": "0.1.0", "dataset": "DATASET",
      "checkpoint": "final", "source": "inference_instructions" | "runs",
-     "runs": [{"run": "DATASET/runs/CONFIGURATION__NETWORK", "folds": ["0", "1"]}, ...],
+     "runs": [{"run": "DATASET/runs/3d_cascade_fullres__NETWORK", "folds": ["0", "1"],
+               "previous": [{"run": "DATASET/runs/3d_lowres__NETWORK", "folds": ["0", ..., "4"]}]}, ...],
      "postprocessing": [{"op": "keep_largest_component", ...}],
-     "files": {"DATASET/dataset.json": "SHA-256 in hex", ...}}
+     "sources": {"DATASET/runs/.../fold_0/checkpoint_final.pt": "SHA-256 of the checkpoint it was copied from"},
+     "files": {"DATASET/dataset.json": "SHA-256 in hex", ...},
+     "manifest_sha256": "SHA-256 of every other field of the manifest, as canonical JSON"}
 
-The runs' probabilities are averaged, then the postprocessing steps applied, as ``predict -d`` does with
-find-best's instructions. ``predict -m MODEL.zip`` extracts the zip once into
+``runs`` is the model (``inference.runs.ModelDescription.describe``): the runs' probabilities are averaged, a
+cascade stage taking the mask of its ``previous`` runs as input, then the postprocessing steps applied, as
+``predict -d`` does with find-best's instructions. ``predict -m MODEL.zip`` extracts the zip once into
 ``WORKSPACE/exported_models/ZIPNAME-DIGEST/`` (DIGEST: the zip's SHA-256; see ``layout``) and predicts from
-there. Opening a zip refuses: an entry that would land outside that folder (an absolute path, ``..``, a
-link) or that the manifest does not list, a file whose SHA-256 differs from the manifest's, a missing file,
-and a model exported by another major version of mambaseg. Checkpoints are loaded with
-``torch.load(weights_only=True)`` (``mambaseg.planning.checkpoint``), so a model never runs code.
+there. Opening a zip refuses: a manifest changed after export (its own digest), an entry that would land outside
+that folder (an absolute path, ``..``, a link) or that the manifest does not list, a file whose SHA-256 differs
+from the manifest's, a missing file, and a model exported by another format or major version of mambaseg.
+Checkpoints are loaded with ``torch.load(weights_only=True)`` (``mambaseg.planning.checkpoint``), so a model never
+runs code.
 """
 
 from __future__ import annotations
@@ -42,10 +49,10 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import mambaseg
-from mambaseg.inference.ensemble import InstructedRuns, check_compatible
 from mambaseg.inference.postprocessing import InferenceInstructions, check_steps, load_instructions
-from mambaseg.inference.runs import RunError, TrainedRun
+from mambaseg.inference.runs import ModelDescription, RunError, TrainedRun, check_compatible
 from mambaseg.io.atomic import write_atomically
+from mambaseg.planning.checkpoint import CheckpointError, weights_only_copy
 from mambaseg.workspace.layout import (
     DatasetFiles,
     ExportedModelFiles,
@@ -53,11 +60,12 @@ from mambaseg.workspace.layout import (
     RunFiles,
     Workspace,
 )
-from mambaseg.workspace.models import find_instructed_runs, find_run, find_runs
+from mambaseg.workspace.models import find_described_model, find_instructed_runs, find_run, with_previous_stage
 from mambaseg.workspace.preparation import WorkspaceArg, open_workspace
 
 FORMAT = "mambaseg-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+MANIFEST_DIGEST = "manifest_sha256"
 FROM_INSTRUCTIONS, FROM_RUNS = "inference_instructions", "runs"
 _CHUNK = 1 << 20
 _MODEL = ExportedModelFiles(Path("model"))  # entry names are relative to its folder
@@ -93,26 +101,26 @@ def _major(version: str) -> str:
     return str(version).split(".")[0]
 
 
-def chosen_runs(
+def chosen_model(
     workspace: Workspace,
     files: DatasetFiles,
     runs: Sequence[str] | None,
     folds: Sequence[str] | None,
     checkpoint: str,
-) -> tuple[list[TrainedRun], list[dict], str]:
-    """(the runs with their folds, the postprocessing, where they come from) for export."""
+) -> tuple[ModelDescription, str]:
+    """(the model to export, where it comes from): the ``runs`` named, with their folds, else what find-best chose;
+    each cascade stage with its previous stage."""
     if runs:
         found = []
         for run in runs:
             folder = Path(run).expanduser()
             folder = folder if folder.is_dir() else files.runs_folder / run
-            found.append(find_run(folder, folds, checkpoint))
+            found.append(with_previous_stage(find_run(folder, folds, checkpoint), checkpoint))
         check_compatible(found, files.runs_folder)
-        return found, [], FROM_RUNS
+        return ModelDescription(files.runs_folder, tuple(found)), FROM_RUNS
     if folds:
         raise ModelArchiveError(f"folds {' '.join(folds)}: the inference instructions choose them; give runs too")
-    instructed = find_instructed_runs(workspace, files.name, checkpoint)
-    return list(instructed.runs), instructed.postprocessing, FROM_INSTRUCTIONS
+    return find_instructed_runs(workspace, files.name, checkpoint), FROM_INSTRUCTIONS
 
 
 def run_entry(dataset: str, run: TrainedRun) -> str:
@@ -164,23 +172,26 @@ def export_model(
     if not files.folder.is_dir():
         known = sorted(p.parent.parent.name for p in ws.root.glob("*/runs/"))
         raise ModelArchiveError(f"{files.folder}: no dataset {dataset!r} in the workspace (with runs: {known})")
-    chosen, postprocessing, source = chosen_runs(ws, files, runs, folds, checkpoint)
+    chosen, source = chosen_model(ws, files, runs, folds, checkpoint)
     model = _MODEL
     inside = model.workspace.dataset(dataset)
     contents: dict[str, Path | bytes] = {}
-    entries = []
-    for run in chosen:
+    sources: dict[str, str] = {}
+    for run in chosen.all_runs():
         target = inside.run(run.configuration, RunFiles.parse(run.run_dir).network)
-        fold_names = [Path(path).parent.name.removeprefix("fold_") for path in run.checkpoints]
-        for fold_name, path in zip(fold_names, run.checkpoints, strict=True):
+        for fold_name, path in zip(run.fold_names, run.checkpoints, strict=True):
             fold = target.fold(fold_name)
             contents[model.entry(fold.plan)] = Path(path).parent / fold.plan.name
-            contents[model.entry(fold.checkpoints.get(checkpoint))] = Path(path)
-        relative = model.entry(target.folder)
-        if any(entry["run"] == relative for entry in entries):
-            raise ModelArchiveError(f"run {relative!r}: named twice")
-        entries.append({"run": relative, "folds": fold_names})
-    contents[model.entry(inside.dataset_json)] = _json(_dataset_description(dataset, chosen[0]))
+            entry = model.entry(fold.checkpoints.get(checkpoint))
+            try:
+                contents[entry] = weights_only_copy(path)
+            except CheckpointError as err:
+                raise ModelArchiveError(str(err)) from err
+            sources[entry] = sha256_of(Path(path))
+    entries = chosen.describe(lambda run: run_entry(dataset, run))
+    if len({entry["run"] for entry in entries}) != len(entries):
+        raise ModelArchiveError(f"runs {[entry['run'] for entry in entries]}: a run is named twice")
+    contents[model.entry(inside.dataset_json)] = _json(_dataset_description(dataset, chosen.runs[0]))
     if (
         all(fold.isdigit() for entry in entries for fold in entry["folds"])
         and len({tuple(entry["folds"]) for entry in entries}) == 1
@@ -192,7 +203,7 @@ def export_model(
         )
         instructions.runs = [entry["run"] for entry in entries]
         instructions.folds = [int(fold) for fold in entries[0]["folds"]]
-        instructions.postprocessing = list(postprocessing)
+        instructions.postprocessing = list(chosen.postprocessing)
         contents[model.entry(inside.instructions)] = _json(instructions.to_dict())
     manifest = {
         "format": FORMAT,
@@ -202,9 +213,12 @@ def export_model(
         "checkpoint": checkpoint,
         "source": source,
         "runs": entries,
-        "postprocessing": list(postprocessing),
+        "postprocessing": list(chosen.postprocessing),
+        "sources": sources,
         "files": {name: _digest(content) for name, content in sorted(contents.items())},
     }
+    manifest = json.loads(json.dumps(manifest))
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
     output = Path(output).expanduser()
     output.parent.mkdir(parents=True, exist_ok=True)
 
@@ -219,6 +233,12 @@ def export_model(
 
     write_atomically(output, write)
     return ExportedModel(output, manifest)
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """The SHA-256 of every field of a manifest but its own digest, as canonical JSON."""
+    fields = {key: value for key, value in manifest.items() if key != MANIFEST_DIGEST}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _json(content: Any) -> bytes:
@@ -267,7 +287,13 @@ def read_manifest(archive: Path, zipped: zipfile.ZipFile) -> dict[str, Any]:
         )
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ModelArchiveError(
-            f"{archive}: format_version {manifest.get('format_version')!r} is not the supported {FORMAT_VERSION}"
+            f"{archive}: format_version {manifest.get('format_version')!r} is not the supported {FORMAT_VERSION}; "
+            "export it again with this mambaseg"
+        )
+    if manifest.get(MANIFEST_DIGEST) != manifest_digest(manifest):
+        raise ModelArchiveError(
+            f"{archive}: {name} differs from the digest it records ({MANIFEST_DIGEST}); the manifest was changed "
+            "after export; refused"
         )
     files, runs = manifest.get("files"), manifest.get("runs")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
@@ -279,7 +305,7 @@ def read_manifest(archive: Path, zipped: zipfile.ZipFile) -> dict[str, Any]:
     dataset = manifest.get("dataset")
     if not isinstance(dataset, str) or not _inside(dataset) or "/" in dataset:
         raise ModelArchiveError(f"{archive}: {name}: 'dataset' must be a folder name, got {dataset!r}")
-    for entry in runs:
+    for entry in _all_run_entries(runs):
         if not _inside(entry["run"]) or not entry["run"].startswith(f"{dataset}/"):
             raise ModelArchiveError(f"{archive}: {name}: run {entry['run']!r} is not a folder of {dataset}/; refused")
     manifest["postprocessing"] = check_steps(manifest.get("postprocessing", []), f"{archive}: {name}")
@@ -293,12 +319,23 @@ def _inside(name: str) -> bool:
 
 
 def _is_run_entry(entry: Any) -> bool:
-    return (
+    """Whether ``entry`` is ``{"run": FOLDER, "folds": [...]}`` with, optionally, ``"previous"``: a list of such."""
+    if not (
         isinstance(entry, dict)
         and isinstance(entry.get("run"), str)
         and isinstance(entry.get("folds"), list)
         and all(isinstance(fold, str) for fold in entry["folds"])
-    )
+    ):
+        return False
+    if "previous" not in entry:
+        return True
+    previous = entry["previous"]
+    return isinstance(previous, list) and bool(previous) and all(_is_run_entry(item) for item in previous)
+
+
+def _all_run_entries(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The run entries of a manifest, those of the previous stages included."""
+    return [item for entry in runs for item in [entry, *_all_run_entries(entry.get("previous", []))]]
 
 
 def _extract(archive: Path, zipped: zipfile.ZipFile, manifest: dict[str, Any], target: ExportedModelFiles) -> None:
@@ -391,8 +428,9 @@ def open_model_archive(archive: str | os.PathLike, workspace: WorkspaceArg = Non
 
 def load_exported_model(
     archive: str | os.PathLike, workspace: WorkspaceArg = None, checkpoint: str | None = None
-) -> InstructedRuns:
-    """The runs, folds and postprocessing of a model zip, extracted and found as ``predict -d`` finds them.
+) -> ModelDescription:
+    """The model of a zip (its runs, each cascade stage with its previous stage, folds and postprocessing), extracted
+    and found.
 
     Args:
         archive: the zip written by ``export_model``.
@@ -411,9 +449,10 @@ def load_exported_model(
         raise ModelArchiveError(
             f"{archive}: holds the {manifest['checkpoint']} checkpoints, not checkpoint {checkpoint!r}"
         )
-    runs = [(entry["run"], entry["folds"]) for entry in manifest["runs"]]
     try:
-        found = find_runs(target.workspace, runs, manifest["postprocessing"], manifest["checkpoint"], archive)
+        found = find_described_model(
+            target.workspace.root, manifest["runs"], manifest["postprocessing"], manifest["checkpoint"], archive
+        )
     except RunError as err:
         raise ModelArchiveError(str(err)) from err
     description = json.loads(target.workspace.dataset(manifest["dataset"]).dataset_json.read_text())

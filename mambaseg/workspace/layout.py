@@ -339,7 +339,6 @@ class DatasetFiles:
         return found
 
 
-
 @dataclass(frozen=True)
 class BenchmarkFiles:
     """``DATASET/benchmarks/NAME``: a comparison of networks; its runs are the dataset's ordinary run folders."""

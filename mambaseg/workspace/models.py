@@ -1,15 +1,18 @@
-"""Trained models in the workspace: one run's folds, or the runs that find-best's instructions name."""
+"""Trained models in the workspace: one run's folds, the runs that find-best's instructions name, or those an exported
+model describes; each as a ``ModelDescription``, every cascade stage with the model of its previous stage."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from mambaseg.inference.ensemble import InstructedRuns, check_compatible
 from mambaseg.inference.postprocessing import load_instructions
-from mambaseg.inference.runs import RunError, TrainedRun, load_trained_run
-from mambaseg.workspace.layout import FOLD_PREFIX, FoldFiles, LayoutError, RunFiles, Workspace
+from mambaseg.inference.runs import ModelDescription, RunError, TrainedRun, check_compatible, load_trained_run
+from mambaseg.workspace.cascade import CascadeError, previous_stage_run
+from mambaseg.workspace.layout import FOLD_PREFIX, DatasetFiles, FoldFiles, LayoutError, RunFiles, Workspace
 
 
 def _folds_with(run: RunFiles, folds: Sequence[str] | None, checkpoint: str) -> list[FoldFiles]:
@@ -47,8 +50,35 @@ def find_run(run_dir: str | os.PathLike, folds: Sequence[str] | None = None, che
     return load_trained_run(run.folder, run.configuration, pairs)
 
 
-def find_instructed_runs(workspace: Workspace, dataset: str, checkpoint: str = "final") -> InstructedRuns:
-    """The runs ``WORKSPACE/DATASET/inference_instructions.json`` names, with its folds and postprocessing.
+def with_previous_stage(run: TrainedRun, checkpoint: str) -> TrainedRun:
+    """``run``, and for a cascade stage its previous stage's run (every fold with ``checkpoint``), found in the same
+    dataset's runs folder (``cascade.previous_stage_run``), itself with its previous stage if it has one.
+
+    Raises:
+        RunError: the previous stage run or its folds are missing.
+    """
+    if run.plan.previous_stage is None:
+        return run
+    files = DatasetFiles(run.run_dir.parent.parent)
+    try:
+        folder = previous_stage_run(files, run.plan.previous_stage, run.plan.network).folder
+    except CascadeError as error:
+        raise RunError(f"{run.run_dir}: {error}") from error
+    previous = with_previous_stage(find_run(folder, None, checkpoint), checkpoint)
+    return dataclasses.replace(run, previous=ModelDescription(folder, (previous,)))
+
+
+def find_model(
+    run_dir: str | os.PathLike, folds: Sequence[str] | None = None, checkpoint: str = "final"
+) -> ModelDescription:
+    """The model of one run folder: its folds (``find_run``) and, for a cascade stage, its previous stage."""
+    run = with_previous_stage(find_run(run_dir, folds, checkpoint), checkpoint)
+    return ModelDescription(run.run_dir, (run,))
+
+
+def find_instructed_runs(workspace: Workspace, dataset: str, checkpoint: str = "final") -> ModelDescription:
+    """The model ``WORKSPACE/DATASET/inference_instructions.json`` names: its runs (each cascade stage with its
+    previous stage), its folds and its postprocessing.
 
     Args:
         workspace: the workspace; the instructions' run folders are relative to it.
@@ -71,35 +101,45 @@ def find_instructed_runs(workspace: Workspace, dataset: str, checkpoint: str = "
         raise RunError(f"{path}: no inference instructions; run find-best on {dataset} first")
     instructions = load_instructions(path)
     folds = [str(fold) for fold in instructions.folds]
-    return find_runs(
-        workspace, [(relative, folds) for relative in instructions.runs], instructions.postprocessing, checkpoint, path
-    )
+    runs = []
+    for relative in instructions.runs:
+        try:
+            runs.append(with_previous_stage(find_run(Path(workspace.root) / relative, folds, checkpoint), checkpoint))
+        except RunError as error:
+            raise RunError(f"{path}: run {relative!r}: {error}") from error
+    check_compatible(runs, path)
+    return ModelDescription(path, tuple(runs), list(instructions.postprocessing))
 
 
-def find_runs(
-    workspace: Workspace,
-    runs: Sequence[tuple[str, Sequence[str]]],
-    postprocessing: Sequence[dict],
-    checkpoint: str,
-    source: Path,
-) -> InstructedRuns:
-    """The runs (folders relative to ``workspace``, each with its folds) to average, then ``postprocessing``.
+def find_described_model(
+    root: Path, described: Sequence[dict[str, Any]], postprocessing: Sequence[dict], checkpoint: str, source: Path
+) -> ModelDescription:
+    """The model an exported model's manifest describes (``ModelDescription.describe``), its runs found in ``root``.
 
     Args:
-        workspace: the workspace (or an extracted exported model) holding the runs.
-        runs: ``(run folder relative to the workspace, fold names)`` of each run.
+        root: the folder the runs' names are relative to (an extracted model's workspace).
+        described: ``[{"run": FOLDER, "folds": [...], "previous": [...]}]``; "previous" for every cascade stage.
         postprocessing: steps applied after averaging.
         checkpoint: ``final`` or ``best``, for every fold.
-        source: the file that names the runs (inference instructions, or a model's manifest), for messages.
+        source: the file that describes the model, for messages.
 
     Raises:
-        RunError: a run, fold or checkpoint is missing, or the runs do not fit together.
+        RunError: a run, fold or checkpoint is missing, a cascade stage has no previous stage, or the runs do not fit.
     """
-    found = []
-    for relative, folds in runs:
+    runs = []
+    for entry in described:
         try:
-            found.append(find_run(Path(workspace.root) / relative, folds, checkpoint))
+            run = find_run(Path(root) / entry["run"], entry["folds"], checkpoint)
         except RunError as error:
-            raise RunError(f"{source}: run {relative!r}: {error}") from error
-    check_compatible(found, source)
-    return InstructedRuns(source, tuple(found), list(postprocessing))
+            raise RunError(f"{source}: run {entry['run']!r}: {error}") from error
+        if "previous" in entry:
+            previous = find_described_model(root, entry["previous"], [], checkpoint, source)
+            run = dataclasses.replace(run, previous=previous)
+        elif run.plan.previous_stage is not None:
+            raise RunError(
+                f"{source}: run {entry['run']!r} is a cascade stage after {run.plan.previous_stage!r}, and no "
+                "previous stage is given for it"
+            )
+        runs.append(run)
+    check_compatible(runs, source)
+    return ModelDescription(source, tuple(runs), list(postprocessing))

@@ -11,15 +11,11 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
-from collections.abc import Callable, Mapping, Sequence
-from functools import partial
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from mambaseg.data.splits import read_splits
 from mambaseg.evaluation.cross_validation import SelectionError
@@ -27,37 +23,22 @@ from mambaseg.evaluation.metrics import DEFAULT_TOLERANCE_MM
 from mambaseg.evaluation.model_selection import find_best as rank_candidates
 from mambaseg.evaluation.summary import evaluate_folders, write_json, write_summary
 from mambaseg.inference.batch import (
-    BatchOptions,
     BatchSummary,
-    CasePredictor,
-    RunInfo,
     parts_from_environment,
-    predict_cases,
-    select_part,
 )
-from mambaseg.inference.dicom_seg import check_source_series, load_segment_codes
 from mambaseg.inference.ensemble import (
     EnsembleError,
     EnsembleSummary,
     ProbabilityFile,
     average_probability_files,
-    make_ensemble_predictor,
     write_probabilities,
 )
-from mambaseg.inference.inputs import InputCase, check_channels, check_output_folder, discover_cases
-from mambaseg.inference.postprocessing import InferenceInstructions, argmax_labels
-from mambaseg.inference.predictor import resolve_precision
-from mambaseg.inference.runs import TrainedRun
+from mambaseg.inference.postprocessing import InferenceInstructions, to_labels
 from mambaseg.io import write_image
 from mambaseg.io.progress import Progress, as_progress
-from mambaseg.ops.scan_dispatch import check_backend_environment
-from mambaseg.workspace.cascade import make_chained_predictor
-from mambaseg.workspace.export import is_model_archive, load_exported_model
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, PredictionFolder, Workspace
-from mambaseg.workspace.models import find_instructed_runs, find_run
+from mambaseg.workspace.predictor import Predictor
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
-from mambaseg.workspace.program import is_program, program_model
-from mambaseg.workspace.runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -105,22 +86,6 @@ def find_best(
     return instructions
 
 
-MIN_STEP = 0.1  # 10 windows per patch length and axis: 1000 times the windows of step 1 in 3-D
-DEFAULT_STEP = 0.5  # nnU-Net's
-FAST_STEP = 0.75  # fast: windows overlap by a quarter, so every voxel near a window's edge has a second opinion
-
-
-def _check_writable(output: Path) -> None:
-    """ValueError naming ``output`` (or the folder that would hold it) when masks cannot be written there."""
-    existing = output
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"output {output}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"output {output}: {existing} is not writable")
-
-
 def _parts(num_parts: int | None, part_id: int | None) -> tuple[int, int]:
     """The part of the cases to predict: given, else torchrun's (WORLD_SIZE, RANK)."""
     env_parts, env_rank = parts_from_environment()
@@ -131,53 +96,6 @@ def _parts(num_parts: int | None, part_id: int | None) -> tuple[int, int]:
     if num_parts < 1 or not 0 <= part_id < num_parts:
         raise ValueError(f"num_parts {num_parts}, part_id {part_id}{source}: needs 0 <= part_id < num_parts")
     return num_parts, part_id
-
-
-def _model(
-    workspace: Workspace,
-    model: str | os.PathLike | None,
-    dataset: str | None,
-    folds: Sequence[str] | None,
-    checkpoint: str | None,
-) -> tuple[Callable[..., CasePredictor], RunInfo]:
-    """What ``model`` or ``dataset`` names, checked on disk: a function building its predictor, and its record."""
-    if (model is None) == (dataset is None):
-        raise ValueError("give one of model (a run folder or an exported model zip) and dataset (as find-best chose)")
-    if model is not None and is_program(model):
-        return program_model(model, folds, checkpoint)
-    if model is not None and is_model_archive(model):
-        if folds:
-            raise ValueError(f"folds {' '.join(folds)}: an exported model predicts with the folds it holds")
-        instructed = load_exported_model(model, workspace, checkpoint)
-    elif model is not None:
-        trained = find_run(model, folds, checkpoint or "final")
-        return partial(make_chained_predictor, trained, checkpoint or "final"), RunInfo(
-            trained.run_dir.name, trained.plans.channel_names, trained.label_names
-        )
-    elif folds:
-        raise ValueError(f"folds {' '.join(folds)}: with dataset the instructions choose the folds; give a model")
-    else:
-        instructed = find_instructed_runs(workspace, dataset, checkpoint or "final")
-        first = instructed.runs[0]
-
-        def chained(run: TrainedRun, device: torch.device, mirroring: bool, step: float, **speed) -> CasePredictor:
-            return make_chained_predictor(run, checkpoint or "final", device, mirroring, step, **speed)  # chain
-
-        return partial(make_ensemble_predictor, instructed, predictor_of=chained), RunInfo(
-            instructed.name, first.plans.channel_names, first.label_names
-        )
-    first = instructed.runs[0]
-    return partial(make_ensemble_predictor, instructed), RunInfo(
-        instructed.name, first.plans.channel_names, first.label_names
-    )
-
-
-def _check_dicom_seg_sources(cases: list[InputCase]) -> None:
-    dicom = [case for case in cases if case.kind == "dicom"]
-    if not dicom:
-        log.warning("DICOM-SEG output applies to DICOM input only; none of the cases is DICOM")
-    for case in dicom:
-        check_source_series(case.sources[0], case.series_uid or "")
 
 
 def predict(
@@ -205,18 +123,22 @@ def predict(
 ) -> BatchSummary:
     """Predict masks for new images with one run (``model``) or as find-best chose for a ``dataset``.
 
+    ``Predictor.from_model(...).predict_folder(...)`` (``mambaseg.workspace.predictor``), with the part of the cases
+    taken from torchrun where not given.
+
     Args:
         input: an image file, a folder of images, a DICOM series folder, or a folder of series folders.
         output: the folder for the masks (``CASE.nii.gz`` in each input's geometry); not inside ``input``.
-        model: a run folder ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK`` (its folds are averaged), or a
-            zip written by ``export_model`` (predicts as it records; extracted once into
-            ``WORKSPACE/exported_models/``), or a ``.pt2`` torch.export program written by ``export_model`` (on
-            the CPU; ``mambaseg.workspace.program``).
+        model: a run folder ``WORKSPACE/DATASET/runs/CONFIGURATION__NETWORK`` (its folds are averaged; a cascade
+            stage with its previous stage run), or a zip written by ``export_model`` (predicts as it records;
+            extracted once into ``WORKSPACE/exported_models/``), or a ``.pt2`` torch.export program written by
+            ``export_model`` (on the CPU; ``mambaseg.workspace.program``).
         dataset: predict with the runs, folds and postprocessing of the dataset's inference instructions.
         workspace: the workspace (with ``dataset``, or a model zip).
         folds: with a run folder, the folds to average (default: every trained fold).
         checkpoint: ``final`` or ``best`` per fold (default: final; for a zip, the kind it holds).
-        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        device: ``auto`` (CUDA when available, else the CPU; a ``.pt2``: the CPU), ``cpu``, ``cuda``, ``cuda:N``
+            or ``mps``.
         mirroring: test-time mirroring.
         step: sliding-window step as a fraction of the patch, in [0.1, 1] (default: 0.5; with ``fast`` 0.75).
         precision: ``auto`` (bfloat16 on CPUs that compute it natively, float16 on CUDA, else float32),
@@ -234,50 +156,13 @@ def predict(
         series: only the DICOM series with this SeriesInstanceUID.
         progress: where to report each case done (default: nowhere).
     """
-    if step is None:
-        step = FAST_STEP if fast else DEFAULT_STEP
-    mirroring = mirroring and not fast
-    if not MIN_STEP <= step <= 1:
-        raise ValueError(f"step {step}: must be between {MIN_STEP} and 1 (a fraction of the patch)")
-    torch_device = resolve_device(device)
-    autocast_dtype = resolve_precision(precision, torch_device)
-    if model is not None and is_program(model) and autocast_dtype is not None:
-        if precision != "auto":
-            raise ValueError(
-                f"precision {precision}: {model} is a torch.export program, whose graph runs in the float32 it was "
-                "exported in; use float32 (or auto)"
-            )
-        autocast_dtype = None
-    check_backend_environment(torch_device)
-    input, output = Path(input).expanduser(), Path(output).expanduser()
-    if segment_codes is not None and not dicom_seg:
-        raise ValueError(f"segment_codes {segment_codes}: codes are for a DICOM-SEG; ask for dicom_seg too")
-    archive = model is not None and is_model_archive(model)
-    ws = open_workspace(workspace) if dataset is not None or archive else None
     parts, part = _parts(num_parts, part_id)
-    check_output_folder(input, output)
-    _check_writable(output)
-    build_predictor, info = _model(ws, model, dataset, folds, checkpoint)
-    if segment_codes is not None:
-        info = dataclasses.replace(info, segment_codes=load_segment_codes(segment_codes, info.label_names))
-    cases = discover_cases(input, series, len(info.channel_names))
-    for case in cases:
-        check_channels(case, info.channel_names)
-    cases = select_part(cases, parts, part)
-    if dicom_seg:
-        _check_dicom_seg_sources(cases)
-    log.info(
-        "predicting in %s, step %g, mirroring %s%s",
-        "float32" if autocast_dtype is None else str(autocast_dtype).removeprefix("torch."),
-        step,
-        "on" if mirroring else "off",
-        ", compiled" if compile else "",
+    predictor = Predictor.from_model(
+        model, dataset, workspace, folds, checkpoint, device, precision, mirroring, step, fast, compile
     )
-    predictor = build_predictor(torch_device, mirroring, step, autocast_dtype=autocast_dtype, compile=compile)
-    options = BatchOptions(save_probabilities, dicom_seg, overwrite)
-    summary = predict_cases(predictor, cases, output, info, options, progress)
-    summary.num_parts, summary.part_id = parts, part
-    return summary
+    return predictor.predict_folder(
+        input, output, save_probabilities, dicom_seg, segment_codes, overwrite, parts, part, series, progress
+    )
 
 
 def evaluate(
@@ -384,11 +269,12 @@ def ensemble(
                         "beside it gives its geometry"
                     )
                 files.append(ProbabilityFile(folder.probabilities(case), geometry))
-            probabilities, grid = average_probability_files(files)
+            averaged = average_probability_files(files)
             output.mkdir(parents=True, exist_ok=True)
             if save_probabilities:
-                write_probabilities(target.probabilities(case), probabilities)
-            write_image(grid.with_array(argmax_labels(probabilities)), mask_file)
+                write_probabilities(target.probabilities(case), averaged.probabilities, averaged.regions_class_order)
+            mask = to_labels(averaged.probabilities, averaged.regions_class_order)
+            write_image(averaged.grid.with_array(mask), mask_file)
             summary.written.append(case)
             task.advance()
     return summary

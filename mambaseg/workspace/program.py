@@ -7,18 +7,21 @@ logits side by side along the channels, with the batch dimension dynamic (fixed 
 network does not export with a dynamic batch). It is saved with ``torch.export.save``; its ``extra_files`` hold
 ``mambaseg.json``, the record prediction needs and checks::
 
-    {"format": "mambaseg-program", "format_version": 1, "mambaseg_version": "0.1.0", "dataset": "DATASET",
+    {"format": "mambaseg-program", "format_version": 2, "mambaseg_version": "0.1.0", "dataset": "DATASET",
      "source": "inference_instructions" | "runs", "checkpoint": "final",
      "runs": [{"run": "DATASET/runs/CONFIGURATION__NETWORK", "folds": ["0", "1"]}],
      "checkpoints": {"0": "SHA-256 of fold_0's checkpoint", ...},     what it was made from
      "configuration": "3d_fullres", "plans": {...},                   the plans, with the folds' plan
      "patch_size": [...], "num_classes": k, "mirror_axes": [0, 1, 2], "batch": "dynamic" | 1,
-     "postprocessing": [...], "program_sha256": "SHA-256 of the graph and every weight"}
+     "postprocessing": [...], "device": "cpu",
+     "program_sha256": "SHA-256 of every other field of the record, the graph and every weight"}
 
 ``predict -m MODEL.pt2`` runs the program through the same preprocessing, sliding window (its windows give the
 f·k logits at once), per-fold softmax averaged, restoring to the input's geometry and postprocessing as a run
-folder does, on the CPU. A file without the record, of another format version or major mambaseg version, or
-whose graph or weights differ from the record's digest, is refused naming the file.
+folder does, as the pipeline's one stage (``inference.pipeline``), on the CPU it was exported for (``--device
+auto`` picks it, saying so; another device is refused). A file without the record, of another format version or
+major mambaseg version, or whose record, graph or weights differ from the record's digest, is refused naming the
+file.
 
 The program needs only ``torch`` and ``mambaseg_kernels`` (which registers the selective-scan op) to run::
 
@@ -29,6 +32,7 @@ The program needs only ``torch`` and ``mambaseg_kernels`` (which registers the s
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -38,30 +42,29 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 import mambaseg
-from mambaseg.inference.batch import CasePredictor, RunInfo
-from mambaseg.inference.ensemble import EnsemblePredictor
+from mambaseg.inference.batch import RunInfo
+from mambaseg.inference.pipeline import ModelStage, Pipeline, WindowSettings
 from mambaseg.inference.postprocessing import check_steps
-from mambaseg.inference.predictor import Predictor, softmax_
-from mambaseg.inference.runs import load_model, plan_from_dict
+from mambaseg.inference.runs import load_model, plan_from_dict, stage_plan
 from mambaseg.io.atomic import write_atomically
 from mambaseg.planning.model import mirror_axes_for
-from mambaseg.planning.plans import PlansError, plans_from_dict
-from mambaseg.preprocessing.case import PreprocessingSpec
-from mambaseg.workspace.export import ExportedModel, ModelArchiveError, chosen_runs, run_entry, sha256_of
+from mambaseg.planning.plans import Plans, PlansError, plans_from_dict
+from mambaseg.workspace.export import ExportedModel, ModelArchiveError, chosen_model, run_entry, sha256_of
 from mambaseg.workspace.preparation import WorkspaceArg, open_workspace
 
 log = logging.getLogger(__name__)
 
 PROGRAM_FORMAT = "mambaseg-program"
-PROGRAM_FORMAT_VERSION = 1
+PROGRAM_FORMAT_VERSION = 2
 PROGRAM_SUFFIX = ".pt2"
 RECORD = "mambaseg.json"  # the key of the record in the program's extra_files
 DYNAMIC = "dynamic"
+DIGEST = "program_sha256"  # the record's field holding ``program_digest``
+DEVICE = "cpu"  # where programs are exported, and run
 EXAMPLE_BATCH = 2  # the batch traced; 1 would specialise the batch dimension
 
 
@@ -85,9 +88,12 @@ def is_program(path: str | os.PathLike) -> bool:
     return Path(path).suffix == PROGRAM_SUFFIX
 
 
-def program_digest(program: torch.export.ExportedProgram) -> str:
-    """The SHA-256 of a program's graph and of every weight and constant (names, shapes, dtypes and bytes)."""
-    digest = hashlib.sha256(str(program.graph).encode())
+def program_digest(program: torch.export.ExportedProgram, record: dict[str, Any]) -> str:
+    """The SHA-256 of a program's record (every field but the digest itself, as canonical JSON), its graph, and
+    every weight and constant (names, shapes, dtypes and bytes): everything that can change a prediction."""
+    fields = {key: value for key, value in record.items() if key != DIGEST}
+    digest = hashlib.sha256(json.dumps(fields, sort_keys=True, separators=(",", ":")).encode())
+    digest.update(str(program.graph).encode())
     tensors = {**program.state_dict, **program.constants}
     for name in sorted(tensors):
         value = tensors[name]
@@ -143,11 +149,11 @@ def export_program(
     files = ws.dataset(dataset)
     if not files.folder.is_dir():
         raise ProgramError(f"{files.folder}: no dataset {dataset!r} in the workspace")
-    chosen, postprocessing, source = chosen_runs(ws, files, runs, folds, checkpoint)
-    if len(chosen) != 1:
-        names = ", ".join(run.run_dir.name for run in chosen)
-        raise ProgramError(f"runs {names}: a {PROGRAM_SUFFIX} program holds one run; name one with runs")
-    run = chosen[0]
+    chosen, source = chosen_model(ws, files, runs, folds, checkpoint)
+    postprocessing = chosen.postprocessing
+    if len(chosen.runs) != 1:
+        raise ProgramError(f"runs {chosen.name}: a {PROGRAM_SUFFIX} program holds one run; name one with runs")
+    run = chosen.runs[0]
     if run.plan.previous_stage is not None:
         raise ProgramError(
             f"{run.run_dir}: a cascade stage (after {run.plan.previous_stage!r}) needs its previous stage's masks; "
@@ -156,7 +162,7 @@ def export_program(
     networks = [load_model(run, path, torch.device("cpu")) for path in run.checkpoints]
     example = torch.zeros(EXAMPLE_BATCH, len(run.plans.channel_names), *run.plan.patch_size)
     program, batch = _export(FoldStack(networks), example)
-    fold_names = [Path(path).parent.name.removeprefix("fold_") for path in run.checkpoints]
+    fold_names = run.fold_names
     record = {
         "format": PROGRAM_FORMAT,
         "format_version": PROGRAM_FORMAT_VERSION,
@@ -173,9 +179,10 @@ def export_program(
         "mirror_axes": list(mirror_axes_for(run.plan)),
         "batch": batch,
         "postprocessing": list(postprocessing),
-        "program_sha256": program_digest(program),
+        "device": DEVICE,
     }
     record = json.loads(json.dumps(record))
+    record[DIGEST] = program_digest(program, record)
     output.parent.mkdir(parents=True, exist_ok=True)
     extra_files = {RECORD: json.dumps(record)}
     write_atomically(output, lambda handle: torch.export.save(program, handle, extra_files=extra_files))
@@ -226,74 +233,37 @@ def load_program(path: str | os.PathLike) -> tuple[torch.export.ExportedProgram,
     except Exception as err:  # noqa: BLE001  (torch raises many kinds for a file it cannot read)
         raise ProgramError(f"{path}: not a torch.export program: {type(err).__name__}: {err}") from err
     record = _check_record(path, extra[RECORD])
-    if program_digest(program) != record.get("program_sha256"):
+    if program_digest(program, record) != record.get(DIGEST):
         raise ProgramError(
-            f"{path}: its graph or weights differ from the digest its {RECORD} records; the file was changed after "
-            "export; refused"
+            f"{path}: its {RECORD}, graph or weights differ from the digest its {RECORD} records; the file was "
+            "changed after export; refused"
         )
     return program, record
 
 
-class ProgramPredictor(Predictor):
-    """A ``Predictor`` whose one model gives every fold's logits side by side, (b, f·k, *patch).
-
-    Each fold's softmax (or region sigmoid) is taken apart and the f averaged, as over separate fold models.
-    """
-
-    def __init__(self, model: nn.Module, folds: int, **kwargs: Any) -> None:
-        super().__init__([model], **kwargs)
-        self.folds = folds
-        self.output_channels = self.num_classes * folds
-
-    @torch.no_grad()
-    def probabilities(self, data: np.ndarray) -> np.ndarray:
-        """Probabilities (k, *case) of preprocessed data (c, *case), averaged over the folds."""
-        image = torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32))
-        total = None
-        for logits in self._logits(self.models[0], image).split(self.num_classes):  # each (k, *case)
-            probs = softmax_(logits) if self.regions_class_order is None else logits.sigmoid_()
-            total = probs if total is None else total.add_(probs)
-        return total.div_(self.folds).numpy()
-
-
-def _program_predictor(
-    path: Path,
-    module: nn.Module,
-    record: dict[str, Any],
-    device: torch.device,
-    mirroring: bool = True,
-    step: float = 0.5,
-    autocast_dtype: torch.dtype | None = None,
-    compile: bool = False,
-) -> EnsemblePredictor:
-    if device.type != "cpu":
-        raise ProgramError(f"device {device}: {path} runs on the CPU, where it was exported; predict with device cpu")
-    plans = plans_from_dict(record["plans"], source=f"{path}: {RECORD}")
-    configuration = record["configuration"]
-    batch = record["batch"]
-    predictor = ProgramPredictor(
-        module,
-        len(record["runs"][0]["folds"]),
-        spec=PreprocessingSpec.from_plans(plans, configuration, source=f"{path}: {RECORD}"),
-        patch_size=record["patch_size"],
-        num_classes=record["num_classes"],
-        device=device,
-        mirror_axes=record["mirror_axes"] if mirroring else (),
-        step=step,
-        batch_size=max(1, plans.configurations[configuration].batch_size) if batch == DYNAMIC else int(batch),
-        regions_class_order=plans.regions_class_order,
-        autocast_dtype=autocast_dtype,
-        compile=compile,
-    )
+def _program_pipeline(
+    path: Path, module: nn.Module, record: dict[str, Any], plans: Plans, settings: WindowSettings
+) -> Pipeline:
+    """The program as the pipeline's one stage: its one network gives every fold's logits side by side."""
+    if settings.device.type != DEVICE:
+        raise ProgramError(
+            f"device {settings.device}: {path} was exported for the {DEVICE} and runs there; predict with device "
+            f"{DEVICE} (or auto)"
+        )
+    source = f"{path}: {RECORD}"
+    plan = stage_plan(plans, record["configuration"], source)
+    if record["batch"] != DYNAMIC:
+        plan = dataclasses.replace(plan, batch_size=int(record["batch"]))
     entry = record["runs"][0]
     log.info("predicting with the program %s (%s, folds %s)", path, entry["run"], entry["folds"])
-    return EnsemblePredictor([predictor], record["postprocessing"])
+    stage = ModelStage([module], plan, settings, members_per_network=len(entry["folds"]))
+    return Pipeline(stage, record["postprocessing"])
 
 
 def program_model(
     path: str | os.PathLike, folds: Sequence[str] | None = None, checkpoint: str | None = None
-) -> tuple[Callable[..., CasePredictor], RunInfo]:
-    """What ``predict`` needs of a program file: a function building its predictor, and its record for outputs.
+) -> tuple[Callable[[WindowSettings], Pipeline], RunInfo]:
+    """What ``predict`` needs of a program file: a function building its pipeline, and its record for outputs.
 
     Raises:
         ProgramError: the file is refused (``load_program``), folds are asked for, another checkpoint kind is
@@ -308,9 +278,16 @@ def program_model(
     try:
         plans = plans_from_dict(record["plans"], source=f"{path}: {RECORD}")
         plan_from_dict(record["plans"]["configurations"][record["configuration"]])
+        if plans.configurations[record["configuration"]].previous_stage is not None:
+            raise ProgramError(f"{path}: its {RECORD} holds a cascade stage, which a program cannot run")
         record["postprocessing"] = check_steps(record.get("postprocessing", []), f"{path}: {RECORD}")
     except (KeyError, TypeError, PlansError) as err:
         raise ProgramError(f"{path}: its {RECORD} does not hold the plans prediction needs: {err}") from err
     labels = {value: name for name, value in plans.labels.items() if isinstance(value, int)}
-    info = RunInfo(f"{path.name} ({record['runs'][0]['run']})", plans.channel_names, labels)
-    return partial(_program_predictor, path, program.module(), record), info
+    info = RunInfo(
+        f"{path.name} ({record['runs'][0]['run']})",
+        plans.channel_names,
+        labels,
+        regions_class_order=plans.regions_class_order,
+    )
+    return partial(_program_pipeline, path, program.module(), record, plans), info

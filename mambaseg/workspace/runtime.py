@@ -21,20 +21,38 @@ class DeviceError(ValueError):
     """A device that is not one, or is not on this machine."""
 
 
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+def mps_available() -> bool:
+    """Whether this PyTorch has a usable MPS (Apple silicon GPU) backend."""
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(choice: str) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; plain ``cuda`` means ``cuda:LOCAL_RANK``.
+    """``auto`` (CUDA when available, else the CPU), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; plain ``cuda``
+    means ``cuda:LOCAL_RANK``. On ``mps`` the selective scan runs its plain-PyTorch path (said in one log line).
 
     Raises:
-        DeviceError: not a device name, or CUDA asked for on a machine without it.
+        DeviceError: not a device name, or CUDA or MPS asked for on a machine without it.
     """
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(choice)
     except RuntimeError as err:
-        raise DeviceError(f"device {choice!r}: not a device (auto, cpu, cuda or cuda:N)") from err
+        raise DeviceError(f"device {choice!r}: not a device (auto, cpu, cuda, cuda:N or mps)") from err
+    if device.type not in DEVICE_TYPES:
+        raise DeviceError(f"device {choice!r}: mambaseg runs on {', '.join(DEVICE_TYPES)}, not {device.type}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError(f"device {choice!r}: CUDA is not available on this machine")
+    if device.type == "mps":
+        if not mps_available():
+            raise DeviceError(
+                f"device {choice!r}: this PyTorch has no usable MPS backend (Apple silicon with macOS 12.3 or later "
+                "and an arm64 build of PyTorch); use cpu"
+            )
+        log.info("device mps: the selective scan runs its plain-PyTorch path there (the compiled kernels are CPU/CUDA)")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return device

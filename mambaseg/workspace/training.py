@@ -30,7 +30,7 @@ from mambaseg.evaluation.dice import item_key
 from mambaseg.evaluation.model_selection import foreground_labels, regions_class_order
 from mambaseg.evaluation.summary import CasePair, evaluate_cases, write_summary
 from mambaseg.inference.ensemble import write_probabilities
-from mambaseg.inference.predictor import Predictor
+from mambaseg.inference.pipeline import ModelStage, Pipeline, StagePlan, WindowSettings
 from mambaseg.io import Image, write_image
 from mambaseg.io.atomic import write_text_atomically
 from mambaseg.io.progress import Progress
@@ -40,7 +40,7 @@ from mambaseg.preprocessing.case import PreprocessingSpec
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
 from mambaseg.training.step import autocast_dtype
-from mambaseg.workspace.cascade import for_validation, previous_stage_masks
+from mambaseg.workspace.cascade import previous_stage_masks, validation_previous_masks
 from mambaseg.workspace.config import compose_train_config
 from mambaseg.workspace.layout import (
     FOLD_ALL,
@@ -164,10 +164,14 @@ def run_spec(
 
 
 def _write_validation_case(
-    mask: Image, mask_file: Path, probabilities: np.ndarray | None, probabilities_file: Path
+    mask: Image,
+    mask_file: Path,
+    probabilities: np.ndarray | None,
+    probabilities_file: Path,
+    regions_class_order: list[int] | None,
 ) -> None:
     if probabilities is not None:
-        write_probabilities(probabilities_file, probabilities)
+        write_probabilities(probabilities_file, probabilities, regions_class_order)
     else:
         probabilities_file.unlink(missing_ok=True)  # of an earlier validation: not of this mask
     write_image(mask, mask_file)  # last: a mask means the case is complete
@@ -193,21 +197,25 @@ def validate_fold(
     returns the summary. Files are written in a background thread while the next case is predicted.
     """
     plan, plans, dataset = spec.plan, spec.plans, spec.dataset
+    regions = regions_class_order(dataset)
     files: FoldFiles = spec.files  # the workspace's files: run_spec made them
     model.eval()
     model.deep_supervision = False
-    predictor = Predictor(
+    stage = ModelStage(
         [model],
-        PreprocessingSpec.from_plans(plans, spec.configuration),
-        plan.patch_size,
-        plans.num_classes,
-        device,
-        mirror_axes=mirror_axes_for(plan),
-        step=step,
-        regions_class_order=regions_class_order(dataset),
-        autocast_dtype=precision,
+        StagePlan(
+            spec=PreprocessingSpec.from_plans(plans, spec.configuration),
+            patch_size=tuple(plan.patch_size),
+            num_classes=plans.num_classes,
+            mirror_axes=tuple(mirror_axes_for(plan)),
+            batch_size=1,
+            regions_class_order=regions,
+            previous_labels=tuple(plan.previous_stage_labels or ()),
+        ),
+        WindowSettings(device, step=step, autocast_dtype=precision),
+        previous=validation_previous_masks(spec),  # a cascade stage also takes the previous stage's masks
     )
-    predictor = for_validation(spec, predictor)  # a cascade stage also takes the previous stage's masks
+    predictor = Pipeline(stage)
     cases = {case.name: case for case in dataset.cases}
     pairs = []
     seconds: dict[str, float] = {}
@@ -228,6 +236,7 @@ def validate_fold(
                 mask_file,
                 prediction.probabilities,
                 files.validation_probabilities(name),
+                regions,
             )
             del prediction
             pairs.append(CasePair(name, mask_file, case.label_file))

@@ -72,7 +72,8 @@ def test_a_program_predicts_in_a_fresh_workspace_what_the_run_folders_predict(tr
     instructions = json.loads((ws / "Synthetic" / "inference_instructions.json").read_text())
     assert record["runs"] == [{"run": f"Synthetic/runs/{RUN}", "folds": ["0", "1"]}]
     assert record["source"] == "inference_instructions" and record["postprocessing"] == instructions["postprocessing"]
-    assert record["num_classes"] == 3 and record["mirror_axes"] == [0, 1, 2] and record["format_version"] == 1
+    assert record["num_classes"] == 3 and record["mirror_axes"] == [0, 1, 2] and record["format_version"] == 2
+    assert record["device"] == "cpu"
 
     fresh = tmp_path / "hospital" / "ws"
     assert predict(images, tmp_path / "from_program", "-m", str(program), "--workspace", str(fresh)) == 0
@@ -149,22 +150,44 @@ def test_foreign_changed_and_other_version_programs_are_refused(trained, tmp_pat
     )
 
     other = tmp_path / "other.pt2"
-    _save_with_record(loaded, other, {**record, "format_version": 2})
+    _save_with_record(loaded, other, {**record, "format_version": 3})
     assert predict(images, out, "-m", str(other)) == 1
-    assert f"{other}: format_version 2 is not the supported 1" in capsys.readouterr().out.replace("\n", "")
+    assert f"{other}: format_version 3 is not the supported 2" in capsys.readouterr().out.replace("\n", "")
 
     major = tmp_path / "major.pt2"
     _save_with_record(loaded, major, {**record, "mambaseg_version": "1.0.0"})
     assert predict(images, out, "-m", str(major)) == 1
     assert "exported by mambaseg 1.0.0, incompatible" in capsys.readouterr().out.replace("\n", "")
 
+    # every part that changes a prediction is covered by the digest: the record's fields, the graph, the weights
+    steps = [{"op": "keep_largest_component", "labels": [1], "jointly": True}]
+    plans = json.loads(json.dumps(record["plans"]))
+    plans["configurations"][record["configuration"]]["normalization"][0]["params"]["mean"] = 1.0
+    edits = {
+        "postprocessing": {**record, "postprocessing": steps},
+        "plans": {**record, "plans": plans},
+        "mirror_axes": {**record, "mirror_axes": [0]},
+    }
+    for field, edited in edits.items():
+        changed = tmp_path / f"changed_{field}.pt2"
+        _save_with_record(loaded, changed, edited)
+        assert predict(images, out, "-m", str(changed)) == 1, field
+        shown = capsys.readouterr().out.replace("\n", "")
+        assert f"{changed}: its mambaseg.json, graph or weights differ from the digest" in shown, field
+    other_graph = tmp_path / "other_graph.pt2"
+    foreign_program = torch.export.load(foreign)
+    _save_with_record(foreign_program, other_graph, record)
+    assert predict(images, out, "-m", str(other_graph)) == 1
+    assert "graph or weights differ from the digest" in capsys.readouterr().out.replace("\n", "")
     changed = tmp_path / "changed.pt2"
     name = sorted(loaded.state_dict)[0]
     with torch.no_grad():
         loaded.state_dict[name].add_(1.0)
     _save_with_record(loaded, changed, record)
     assert predict(images, out, "-m", str(changed)) == 1
-    assert f"{changed}: its graph or weights differ from the digest" in capsys.readouterr().out.replace("\n", "")
+    assert f"{changed}: its mambaseg.json, graph or weights differ from the digest" in (
+        capsys.readouterr().out.replace("\n", "")
+    )
 
     garbage = tmp_path / "garbage.pt2"
     garbage.write_bytes(b"not a program")
@@ -179,3 +202,22 @@ def test_foreign_changed_and_other_version_programs_are_refused(trained, tmp_pat
 
     assert main(["export-model", "Synthetic", str(tmp_path / "x.pt2"), "--workspace", str(ws), "--folds", "0"]) == 1
     assert "--folds 0: the inference instructions choose them; give --runs too" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_program_runs_on_the_cpu_under_auto_where_cuda_is_available(trained, tmp_path, monkeypatch, capsys, caplog):
+    ws, images, program = trained
+    assert predict(images, tmp_path / "plain", "-m", str(program)) == 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a CUDA machine, as far as device choice goes
+    caplog.set_level("INFO")
+    auto = ["predict", "-i", str(images), "-o", str(tmp_path / "auto"), "-m", str(program), "--no-mirroring"]
+    assert main(auto) == 0  # --device auto (the default)
+    assert f"{program} was exported for the cpu: predicting there" in caplog.text
+    for case, mask in masks(tmp_path / "auto").items():
+        assert np.array_equal(mask, masks(tmp_path / "plain")[case]), case
+    capsys.readouterr()
+    assert (
+        main(["predict", "-i", str(images), "-o", str(tmp_path / "cuda"), "-m", str(program), "--device", "cuda"]) == 1
+    )
+    assert f"{program} was exported for the cpu and runs there" in capsys.readouterr().out.replace("\n", "")
+    assert not (tmp_path / "cuda").exists()

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from mambaseg.cli.main import main
-from mambaseg.inference import predictor as predictor_module
-from mambaseg.inference.predictor import resolve_precision
+from mambaseg.inference import precision as precision_module
+from mambaseg.inference.precision import resolve_precision
 from mambaseg.inference.sliding_window import predict_logits
 from mambaseg.io import read_image
 from mambaseg.nn.precision import cpu_has_native_bf16
@@ -120,18 +120,18 @@ def test_bad_values_and_precisions_the_cpu_lacks_are_refused(trained, tmp_path, 
     assert "--step 0.0: must be between 0.1 and 1" in _error(capsys)
     assert predict(run, images, tmp_path / "out", "--precision", "float16") == 1
     assert "--precision float16: float16 is not computed natively on cpu; use float32 (or auto)" in _error(capsys)
-    monkeypatch.setattr(predictor_module, "native_autocast_dtype", lambda device: None)  # a CPU without bf16
+    monkeypatch.setattr(precision_module, "native_autocast_dtype", lambda device: None)  # a CPU without bf16
     assert predict(run, images, tmp_path / "out", "--precision", "bfloat16") == 1
     assert "--precision bfloat16: this CPU has no native bfloat16" in _error(capsys)
     assert not (tmp_path / "out").exists()
 
 
 def test_auto_precision_follows_the_device(monkeypatch):
-    monkeypatch.setattr(predictor_module, "native_autocast_dtype", lambda device: torch.bfloat16)
+    monkeypatch.setattr(precision_module, "native_autocast_dtype", lambda device: torch.bfloat16)
     assert resolve_precision("auto", CPU) == torch.bfloat16
     assert resolve_precision("bfloat16", CPU) == torch.bfloat16
     assert resolve_precision("float32", CPU) is None
-    monkeypatch.setattr(predictor_module, "native_autocast_dtype", lambda device: None)
+    monkeypatch.setattr(precision_module, "native_autocast_dtype", lambda device: None)
     assert resolve_precision("auto", CPU) is None
     with pytest.raises(ValueError, match="precision bf16: choose one of auto, float32, bfloat16, float16"):
         resolve_precision("bf16", CPU)

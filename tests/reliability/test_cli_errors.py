@@ -56,6 +56,11 @@ def test_a_device_or_scan_backend_that_cannot_run_fails_before_any_work(dataset,
     if not __import__("torch").cuda.is_available():
         assert _train(dataset, tmp_path / "ws", "--device", "cuda") == 1
         assert "device 'cuda': CUDA is not available on this machine" in _error(capsys)
+    if not __import__("mambaseg.workspace.runtime").workspace.runtime.mps_available():
+        assert _train(dataset, tmp_path / "ws", "--device", "mps") == 1
+        assert "device 'mps': this PyTorch has no usable MPS backend" in _error(capsys)
+    assert _train(dataset, tmp_path / "ws", "--device", "meta") == 1
+    assert "device 'meta': mambaseg runs on cpu, cuda, mps, not meta" in _error(capsys)
     monkeypatch.setenv("MAMBASEG_SCAN_BACKEND", "mamba_ssm")
     assert _train(dataset, tmp_path / "ws", "--device", "cpu") == 1
     assert "MAMBASEG_SCAN_BACKEND=mamba_ssm" in _error(capsys)

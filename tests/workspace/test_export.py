@@ -17,7 +17,7 @@ import pytest
 
 import mambaseg
 from mambaseg.cli.main import main
-from mambaseg.workspace.export import ModelArchiveError, is_model_archive, open_model_archive
+from mambaseg.workspace.export import ModelArchiveError, is_model_archive, manifest_digest, open_model_archive
 from mambaseg.workspace.layout import Workspace
 
 RUN = "Synthetic/runs/3d_fullres__unet"
@@ -31,7 +31,7 @@ FILES = {
 def manifest(**changes) -> dict:
     content = {
         "format": "mambaseg-model",
-        "format_version": 1,
+        "format_version": 2,
         "mambaseg_version": mambaseg.__version__,
         "dataset": "Synthetic",
         "checkpoint": "final",
@@ -40,7 +40,8 @@ def manifest(**changes) -> dict:
         "postprocessing": [],
         "files": {name: hashlib.sha256(data).hexdigest() for name, data in FILES.items()},
     }
-    return {**content, **changes}
+    content = {**content, **changes}
+    return {**content, "manifest_sha256": manifest_digest(content)}
 
 
 def write_zip(path: Path, files: dict[str, bytes] | None = None, content: dict | None = None) -> Path:
@@ -154,3 +155,17 @@ def test_predict_refuses_a_crafted_zip_naming_the_entry(tmp_path, capsys):
     out = " ".join(capsys.readouterr().out.split())
     assert f"error: {archive}: entry '../evil' would land outside the model's folder" in out
     assert not (tmp_path / "evil").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_manifest_edited_after_export_is_refused(tmp_path):
+    edited = {**manifest(), "postprocessing": [{"op": "keep_largest_component", "labels": [1], "jointly": True}]}
+    archive = write_zip(tmp_path / "model.zip", content=edited)
+    with pytest.raises(ModelArchiveError, match="manifest.json differs from the digest it records"):
+        open_model_archive(archive, tmp_path / "ws")
+
+
+def test_a_previous_stage_outside_the_dataset_is_refused(tmp_path):
+    runs = [{"run": RUN, "folds": ["0"], "previous": [{"run": "Other/runs/3d_lowres__unet", "folds": ["0"]}]}]
+    archive = write_zip(tmp_path / "model.zip", content=manifest(runs=runs))
+    with pytest.raises(ModelArchiveError, match="'Other/runs/3d_lowres__unet' is not a folder of Synthetic/"):
+        open_model_archive(archive, tmp_path / "ws")

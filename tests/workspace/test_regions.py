@@ -17,8 +17,8 @@ from torch import nn
 
 from mambaseg.cli.main import main
 from mambaseg.data import load_dataset
-from mambaseg.inference.postprocessing import regions_to_labels
-from mambaseg.inference.predictor import Predictor
+from mambaseg.inference.pipeline import ModelStage, StagePlan, WindowSettings
+from mambaseg.inference.postprocessing import to_labels
 from mambaseg.io import read_image
 from mambaseg.workspace import Workspace, evaluate
 from tests.data.synthetic import write_nifti, write_nnunet_dataset
@@ -72,7 +72,7 @@ def workspace(tmp_path) -> tuple[Path, Path]:
 
 def test_regions_to_labels_paints_the_regions_in_their_order():
     probabilities = np.array([[[0.9, 0.9, 0.2, 0.6]], [[0.1, 0.7, 0.3, 0.5]]])  # (whole, core) x (1, 4)
-    np.testing.assert_array_equal(regions_to_labels(probabilities, ORDER), [[1, 2, 0, 1]])  # 0.5 is not above
+    np.testing.assert_array_equal(to_labels(probabilities, ORDER), [[1, 2, 0, 1]])  # 0.5 is not above
 
 
 class RegionNet(nn.Module):
@@ -82,14 +82,20 @@ class RegionNet(nn.Module):
         return torch.cat([x, x - 1], dim=1)
 
 
-def test_a_region_predictor_gives_sigmoids_per_region():
-    predictor = Predictor([RegionNet()], None, (4, 4), 2, torch.device("cpu"), regions_class_order=ORDER)
+def region_plan(order: list[int]) -> StagePlan:
+    return StagePlan(
+        spec=None, patch_size=(4, 4), num_classes=2, mirror_axes=(), batch_size=1, regions_class_order=order
+    )
+
+
+def test_a_region_stage_gives_sigmoids_per_region():
+    stage = ModelStage([RegionNet()], region_plan(ORDER), WindowSettings(torch.device("cpu")))
     data = np.linspace(-2, 2, 32, dtype=np.float32).reshape(1, 4, 8)  # (c, y, x)
-    probabilities = predictor.probabilities(data)
+    probabilities = stage.grid_probabilities(data)
     expected = torch.sigmoid(torch.from_numpy(np.concatenate([data, data - 1]))).numpy()
     np.testing.assert_allclose(probabilities, expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"regions_class_order \[1\]: one label per region"):
-        Predictor([RegionNet()], None, (4, 4), 2, torch.device("cpu"), regions_class_order=[1])
+        ModelStage([RegionNet()], region_plan([1]), WindowSettings(torch.device("cpu")))
 
 
 def test_evaluate_scores_regions_as_unions_of_labels(workspace, tmp_path):

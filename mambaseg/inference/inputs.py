@@ -21,6 +21,7 @@ import logging
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -199,3 +200,37 @@ def check_output_folder(input_path: str | Path, output_dir: str | Path) -> None:
         raise InputError(f"output folder {output_dir} is {where} input {input_path}; choose another folder")
     if target.exists() and not target.is_dir():
         raise InputError(f"output folder {output_dir} exists and is not a folder")
+
+
+def check_outputs_apart(cases: Sequence[InputCase], outputs_of: Callable[[InputCase], Iterable[Path]]) -> None:
+    """Refuse any output path that is an input: the same path (links resolved), the same file under another name (a
+    hard link), or a path inside a DICOM input folder; the message names both.
+
+    Every case's outputs are checked against every case's inputs (also those of other parts under torchrun), so that
+    no command can write a mask over, or skip a case because of, an input image.
+    """
+    files: dict[Path, Path] = {}  # resolved input file -> as given
+    identities: dict[tuple[int, int], Path] = {}  # (device, inode) -> input file as given
+    folders: list[tuple[Path, Path]] = []  # (resolved DICOM folder, as given)
+    for case in cases:
+        for source in case.sources:
+            if case.kind == "dicom":
+                folders.append((source.resolve(), source))
+                continue
+            files[source.resolve()] = source
+            status = source.stat()
+            identities[(status.st_dev, status.st_ino)] = source
+    for case in cases:
+        for output in outputs_of(case):
+            resolved = output.resolve()
+            clash = files.get(resolved)
+            if clash is None and output.exists():
+                status = output.stat()
+                clash = identities.get((status.st_dev, status.st_ino))
+            if clash is None:
+                clash = next((given for folder, given in folders if folder in (resolved, *resolved.parents)), None)
+            if clash is not None:
+                raise InputError(
+                    f"output {output} of case {case.name!r} would be the input {clash}; choose an output folder "
+                    "apart from the inputs"
+                )

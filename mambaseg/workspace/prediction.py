@@ -37,7 +37,7 @@ from mambaseg.inference.postprocessing import InferenceInstructions, to_labels
 from mambaseg.io import write_image
 from mambaseg.io.progress import Progress, as_progress
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, PredictionFolder, Workspace
-from mambaseg.workspace.predictor import Predictor
+from mambaseg.workspace.predictor import Predictor, check_paths
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ def predict(
         progress: where to report each case done (default: nowhere).
     """
     parts, part = _parts(num_parts, part_id)
+    check_paths(Path(input).expanduser(), Path(output).expanduser(), dicom_seg, segment_codes)  # before the model
     predictor = Predictor.from_model(
         model, dataset, workspace, folds, checkpoint, device, precision, mirroring, step, fast, compile
     )

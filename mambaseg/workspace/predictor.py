@@ -26,9 +26,16 @@ from pathlib import Path
 
 import numpy as np
 
-from mambaseg.inference.batch import BatchOptions, BatchSummary, RunInfo, predict_cases, select_part
+from mambaseg.inference.batch import BatchOptions, BatchSummary, RunInfo, case_outputs, predict_cases, select_part
 from mambaseg.inference.dicom_seg import check_source_series, load_segment_codes
-from mambaseg.inference.inputs import InputCase, InputError, check_channels, check_output_folder, discover_cases
+from mambaseg.inference.inputs import (
+    InputCase,
+    InputError,
+    check_channels,
+    check_output_folder,
+    check_outputs_apart,
+    discover_cases,
+)
 from mambaseg.inference.pipeline import Pipeline, Prediction, WindowSettings
 from mambaseg.inference.precision import resolve_precision
 from mambaseg.inference.runs import ModelDescription, build_pipeline
@@ -240,10 +247,7 @@ class Predictor:
     ) -> BatchSummary:
         """Predict files into ``output`` (what ``mambaseg predict`` runs); see ``mambaseg.workspace.predict``."""
         input, output = Path(input).expanduser(), Path(output).expanduser()
-        if segment_codes is not None and not dicom_seg:
-            raise ValueError(f"segment_codes {segment_codes}: codes are for a DICOM-SEG; ask for dicom_seg too")
-        check_output_folder(input, output)
-        check_writable(output)
+        check_paths(input, output, dicom_seg, segment_codes)
         info = self.info
         if segment_codes is not None:
             info = RunInfo(
@@ -256,13 +260,25 @@ class Predictor:
         cases = discover_cases(input, series, len(info.channel_names))
         for case in cases:
             check_channels(case, info.channel_names)
+        options = BatchOptions(save_probabilities, dicom_seg, overwrite)
+        check_outputs_apart(cases, lambda case: case_outputs(case, output, options).values())
         cases = select_part(cases, num_parts, part_id)
         if dicom_seg:
             _check_dicom_seg_sources(cases)
-        options = BatchOptions(save_probabilities, dicom_seg, overwrite)
         summary = predict_cases(self.pipeline, cases, output, info, options, progress)
         summary.num_parts, summary.part_id = num_parts, part_id
         return summary
+
+
+def check_paths(
+    input: Path, output: Path, dicom_seg: bool = False, segment_codes: str | os.PathLike | None = None
+) -> None:
+    """What can be checked of ``predict``'s paths before the model is opened: the output folder apart from the input
+    and writable, segment codes only with a DICOM-SEG."""
+    if segment_codes is not None and not dicom_seg:
+        raise ValueError(f"segment_codes {segment_codes}: codes are for a DICOM-SEG; ask for dicom_seg too")
+    check_output_folder(input, output)
+    check_writable(output)
 
 
 def check_writable(output: Path) -> None:

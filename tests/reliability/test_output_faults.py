@@ -122,3 +122,43 @@ def test_a_write_removes_what_a_killed_writer_left_but_not_a_running_writers_fil
     write_image(_image(1), target)
     assert temp_files(tmp_path) == [in_progress.name]
     np.testing.assert_array_equal(read_image(target).array, _image(1).array)
+
+
+def _fake_run(folder: Path) -> Path:
+    """A run folder whose plans and checkpoint open (prediction is refused before its network is built)."""
+    from mambaseg.planning.plans import ConfigurationPlan, Normalization, Plans
+    from mambaseg.training.setup import write_run_files
+    from mambaseg.workspace.layout import RunFiles
+
+    zscore = Normalization("zscore", {})
+    plan = ConfigurationPlan(3, [1.0, 1.0, 1.0], [16, 16, 16], [16, 16, 16], 2, "unet_resenc", {}, [zscore], 0.0)
+    labels = {"background": 0, "a": 1}
+    plans = Plans("Fake", {"0": "MRI"}, labels, 2, 8.0, [0, 1, 2], [0, 1, 2], {}, {"3d_fullres": plan})
+    fold = RunFiles(folder, "3d_fullres", "unet_resenc").fold(0)
+    write_run_files(fold, {}, plan)
+    save_checkpoint(fold.checkpoints.final, model=nn.Identity(), epoch=0, plans=plans.to_dict())
+    return folder
+
+
+@pytest.mark.parametrize("overwrite", [[], ["--overwrite"]])
+def test_an_output_is_never_an_input_file_under_any_path(tmp_path, capsys, overwrite):
+    run = _fake_run(tmp_path / "ws" / "Fake" / "runs" / "3d_fullres__unet_resenc")
+    scans = tmp_path / "scans"
+    write_image(_image(0), scans / "case.nii.gz")
+    linked, hard = tmp_path / "linked", tmp_path / "hard"
+    linked.mkdir(), hard.mkdir()
+    (linked / "case.nii.gz").symlink_to(scans / "case.nii.gz")
+    os.link(scans / "case.nii.gz", hard / "case.nii.gz")
+    before = file_states(tmp_path)
+    forms = {
+        "the input file's own folder": (scans / "case.nii.gz", scans),
+        "a link to the input under the mask's name": (scans / "case.nii.gz", linked),
+        "a hard link to the input under the mask's name": (scans / "case.nii.gz", hard),
+        "a folder of inputs, one linked in the output folder": (scans, linked),
+    }
+    for form, (source, output) in forms.items():
+        command = ["predict", "-i", str(source), "-o", str(output), "-m", str(run), *overwrite]
+        assert main(command) == 1, form
+        shown = _out(capsys)
+        assert f"output {output / 'case.nii.gz'} of case 'case' would be the input {scans / 'case.nii.gz'}" in shown
+    assert file_states(tmp_path) == before

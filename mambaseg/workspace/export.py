@@ -449,13 +449,20 @@ def load_exported_model(
         raise ModelArchiveError(
             f"{archive}: holds the {manifest['checkpoint']} checkpoints, not checkpoint {checkpoint!r}"
         )
+    description_file = target.workspace.dataset(manifest["dataset"]).dataset_json
+    try:
+        description = json.loads(description_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        entry = target.entry(description_file)
+        raise ModelArchiveError(f"{archive}: {entry}: not a readable JSON file: {err}") from err
+    if not isinstance(description, dict):
+        raise ModelArchiveError(f"{archive}: {target.entry(description_file)}: not a JSON object")
     try:
         found = find_described_model(
             target.workspace.root, manifest["runs"], manifest["postprocessing"], manifest["checkpoint"], archive
         )
     except RunError as err:
         raise ModelArchiveError(str(err)) from err
-    description = json.loads(target.workspace.dataset(manifest["dataset"]).dataset_json.read_text())
     if description != _dataset_description(manifest["dataset"], found.runs[0]):
         raise ModelArchiveError(
             f"{archive}: its dataset.json (labels {description.get('labels')}) does not match the checkpoints' "

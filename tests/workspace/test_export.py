@@ -17,7 +17,13 @@ import pytest
 
 import mambaseg
 from mambaseg.cli.main import main
-from mambaseg.workspace.export import ModelArchiveError, is_model_archive, manifest_digest, open_model_archive
+from mambaseg.workspace.export import (
+    ModelArchiveError,
+    is_model_archive,
+    load_exported_model,
+    manifest_digest,
+    open_model_archive,
+)
 from mambaseg.workspace.layout import Workspace
 
 RUN = "Synthetic/runs/3d_fullres__unet"
@@ -90,9 +96,9 @@ def test_a_symbolic_link_is_refused(tmp_path):
         open_model_archive(archive, tmp_path / "ws")
 
 
-def test_a_tampered_checkpoint_is_refused(tmp_path):
-    name = f"{RUN}/fold_0/checkpoint_final.pt"
-    archive = write_zip(tmp_path / "model.zip", {**FILES, name: b"other weights"})
+@pytest.mark.parametrize("name", sorted(FILES))
+def test_every_tampered_entry_is_refused(tmp_path, name):
+    archive = write_zip(tmp_path / "model.zip", {**FILES, name: FILES[name] + b" "})
     with pytest.raises(
         ModelArchiveError, match=rf"{archive}: {name}: SHA-256 [0-9a-f]{{64}} differs from the manifest"
     ):
@@ -169,3 +175,11 @@ def test_a_previous_stage_outside_the_dataset_is_refused(tmp_path):
     archive = write_zip(tmp_path / "model.zip", content=manifest(runs=runs))
     with pytest.raises(ModelArchiveError, match="'Other/runs/3d_lowres__unet' is not a folder of Synthetic/"):
         open_model_archive(archive, tmp_path / "ws")
+
+
+def test_an_entry_that_is_not_json_is_refused_naming_it(tmp_path):
+    files = {**FILES, "Synthetic/dataset.json": b"labels: not json"}
+    content = manifest(files={name: hashlib.sha256(data).hexdigest() for name, data in files.items()})
+    archive = write_zip(tmp_path / "model.zip", files, content)
+    with pytest.raises(ModelArchiveError, match=r"model.zip: Synthetic/dataset.json: not a readable JSON file"):
+        load_exported_model(archive, tmp_path / "ws")

@@ -33,11 +33,14 @@ import SimpleITK as sitk
 
 from mambaseg.io.errors import ImageReadError
 from mambaseg.io.image import Image
+from mambaseg.io.limits import MAX_VOXELS
 from mambaseg.io.sitk_formats import from_sitk
 
 logger = logging.getLogger(__name__)
 
 _POSITION, _ORIENTATION, _DESCRIPTION = "0020|0032", "0020|0037", "0008|103e"
+_ROWS, _COLUMNS, _PIXEL_SPACING, _FRAMES = "0028|0010", "0028|0011", "0028|0030", "0028|0008"
+_PIXEL_SPACING_TOLERANCE = 1e-3  # mm: GEOMETRY_TOLERANCE, the decimal rounding of two writers
 _KEPT_TAGS = {
     "0020|000e": "SeriesInstanceUID",
     "0020|000d": "StudyInstanceUID",
@@ -46,7 +49,8 @@ _KEPT_TAGS = {
     _DESCRIPTION: "SeriesDescription",
 }
 _GAP_FACTOR = 1.5
-_IRREGULAR_TOLERANCE = 0.01
+_IRREGULAR_TOLERANCE = 0.01  # of the median slice spacing
+_IRREGULAR_FLOOR = 0.01  # mm: below this any spacing difference is rounding
 _SCOUT_SLICES = 3
 _MAGIC_OFFSET = 128
 _DEFER_BYTES = 4096
@@ -292,9 +296,64 @@ def _has_dicom_files(folder: Path) -> bool:
     return any(p.is_file() and _has_magic(p) for p in folder.iterdir())
 
 
+def _frames(reader: sitk.ImageFileReader, file: str) -> int:
+    text = _tag(reader, _FRAMES)
+    try:
+        return int(text) if text else 1
+    except ValueError as err:
+        raise ImageReadError(f"{file}: DICOM tag NumberOfFrames should be a number, got {text!r}") from err
+
+
+def _check_slices_agree(folder: Path, files: list[str], headers: list[sitk.ImageFileReader]) -> None:
+    """What the slices of one series must share to be one volume: one frame each (no enhanced multi-frame file),
+    rows and columns, and the in-plane pixel spacing; and the volume's size stays under ``MAX_VOXELS``.
+
+    Raises:
+        ImageReadError: naming the first slice that disagrees with the first one, and both values.
+    """
+    first, first_file = headers[0], files[0]
+    frames = _frames(first, first_file)
+    if frames > 1:
+        raise ImageReadError(
+            f"{first_file}: an enhanced multi-frame DICOM file ({frames} frames in one file) is not supported; "
+            "convert the series to NIfTI (e.g. with dcm2niix) or to one file per slice"
+        )
+    size = (_tag(first, _ROWS), _tag(first, _COLUMNS))
+    spacing = _numbers(first, _PIXEL_SPACING, 2, first_file) if first.HasMetaDataKey(_PIXEL_SPACING) else None
+    for reader, file in zip(headers[1:], files[1:], strict=True):
+        if _frames(reader, file) > 1:
+            raise ImageReadError(f"{file}: a multi-frame DICOM file inside a series of single slices ({folder})")
+        other = (_tag(reader, _ROWS), _tag(reader, _COLUMNS))
+        if other != size:
+            raise ImageReadError(
+                f"{file}: {other[0]} rows x {other[1]} columns, the series' slice {Path(first_file).name} has "
+                f"{size[0]} x {size[1]}; every slice of a series must have the same size"
+            )
+        if spacing is not None:
+            mine = _numbers(reader, _PIXEL_SPACING, 2, file)
+            if np.abs(mine - spacing).max() > _PIXEL_SPACING_TOLERANCE:
+                raise ImageReadError(
+                    f"{file}: pixel spacing {tuple(mine)} mm, the series' slice {Path(first_file).name} has "
+                    f"{tuple(spacing)} mm; every slice of a series must have the same in-plane spacing"
+                )
+    try:
+        voxels = int(size[0]) * int(size[1]) * len(files)
+    except ValueError as err:
+        raise ImageReadError(f"{first_file}: DICOM tags Rows and Columns should be numbers, got {size}") from err
+    if voxels > MAX_VOXELS:
+        raise ImageReadError(
+            f"{folder}: the series claims {size[0]} x {size[1]} x {len(files)} voxels, more than the limit of "
+            f"{MAX_VOXELS} voxels"
+        )
+
+
 def _sorted_slices(folder: Path, files: list[str]) -> list[str]:
-    """Files ordered along the slice normal, after checking for mixed orientations, duplicates and gaps."""
+    """Files ordered along the slice normal, after checking that the slices agree (``_check_slices_agree``) and
+    share one orientation, and that no position is doubled, missing or off the series' regular spacing."""
     headers = [_header(f) for f in files]
+    _check_slices_agree(folder, files, headers)
+    if len(files) == 1:
+        return files
     orientations = np.stack([_numbers(h, _ORIENTATION, 6, f) for h, f in zip(headers, files, strict=True)])
     if np.abs(orientations - orientations[0]).max() > 1e-4:
         raise ImageReadError(f"{folder}: the series mixes slice orientations {np.unique(orientations, axis=0)}")
@@ -320,13 +379,13 @@ def _sorted_slices(folder: Path, files: list[str]) -> list[str]:
             f"{heights[i + 1]:.3f} mm along the slice normal (median spacing {median:.3f} mm), "
             f"after {Path(ordered[i]).name}"
         )
-    if np.abs(steps - median).max() > _IRREGULAR_TOLERANCE * median:
-        logger.warning(
-            "%s: slice spacing varies from %.4f to %.4f mm; the volume assumes a uniform %.4f mm",
-            folder,
-            steps.min(),
-            steps.max(),
-            (heights[-1] - heights[0]) / len(steps),
+    irregular = np.flatnonzero(np.abs(steps - median) > max(_IRREGULAR_TOLERANCE * median, _IRREGULAR_FLOOR))
+    if irregular.size:
+        i = irregular[0]
+        raise ImageReadError(
+            f"{ordered[i + 1]}: {steps[i]:.4f} mm from the slice before it ({Path(ordered[i]).name}), the series' "
+            f"spacing is {median:.4f} mm: slices must be evenly spaced (within 1 %) to form one volume; resample "
+            "the series (e.g. convert it with dcm2niix) first"
         )
     return ordered
 
@@ -347,9 +406,7 @@ def read_dicom_series(folder: str | Path, series_uid: str | None = None) -> Imag
     _check_folder(folder)
     scan = _scan(folder)
     uid = _choose_series(folder, scan, series_uid)
-    files = scan.series[uid].files
-    if len(files) > 1:
-        files = _sorted_slices(folder, files)
+    files = _sorted_slices(folder, scan.series[uid].files)
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(files)
     try:

@@ -1,6 +1,5 @@
 """DICOM series written here with SimpleITK: order, geometry, several series, missing and duplicate slices."""
 
-import logging
 
 import numpy as np
 import pytest
@@ -78,16 +77,49 @@ def test_duplicate_position(tmp_path):
         read_dicom_series(tmp_path)
 
 
-def test_irregular_spacing_warns(tmp_path, caplog):
+def _replace_top_slice(folder, image: Image, files, shift_mm: float, array=None, spacing=None) -> None:
+    """The last slice of the series written again ``shift_mm`` further along z, with another array or spacing."""
+    files[-1].unlink()
+    origin = (image.origin[0], image.origin[1], image.origin[2] + (len(files) - 1) * image.spacing[2] + shift_mm)
+    top = image.array[-1:] if array is None else array
+    write_dicom_series(Image(top, spacing or image.spacing, origin, image.direction), folder, UID_A, prefix="top")
+
+
+def test_irregular_spacing_is_refused_naming_the_slice(tmp_path):
     image = make_image(DIRECTIONS_3D["identity"])
     files = write_dicom_series(image, tmp_path, UID_A)
-    top = make_image(DIRECTIONS_3D["identity"])
-    top = Image(top.array, top.spacing, (top.origin[0], top.origin[1], top.origin[2] + 4 * 2.5 + 0.5), top.direction)
-    files[4].unlink()
-    write_dicom_series(Image(top.array[:1], top.spacing, top.origin, top.direction), tmp_path, UID_A, prefix="top")
-    with caplog.at_level(logging.WARNING, logger="mambaseg.io.dicom"):
+    _replace_top_slice(tmp_path, image, files, 0.5)
+    with pytest.raises(ImageReadError, match=r"top000.dcm: 3.0000 mm from the slice before it .* spacing is 2.5000 mm"):
         read_dicom_series(tmp_path)
-    assert "slice spacing varies" in caplog.text
+
+
+def test_a_slice_of_another_size_or_pixel_spacing_is_refused_naming_it(tmp_path):
+    image = make_image(DIRECTIONS_3D["identity"])
+    files = write_dicom_series(image, tmp_path / "rows", UID_A)
+    _replace_top_slice(tmp_path / "rows", image, files, 0.0, array=image.array[-1:, :-1])
+    with pytest.raises(ImageReadError, match=r"top000.dcm: \d+ rows x \d+ columns, the series' slice .* has") as info:
+        read_dicom_series(tmp_path / "rows")
+    assert "every slice of a series must have the same size" in str(info.value)
+    files = write_dicom_series(image, tmp_path / "spacing", UID_A)
+    wider = (image.spacing[0] * 1.5, image.spacing[1], image.spacing[2])
+    _replace_top_slice(tmp_path / "spacing", image, files, 0.0, spacing=wider)
+    with pytest.raises(ImageReadError, match=r"top000.dcm: pixel spacing .* the same in-plane spacing"):
+        read_dicom_series(tmp_path / "spacing")
+
+
+def test_an_enhanced_multi_frame_file_is_refused_clearly(tmp_path):
+    import pydicom
+
+    image = make_image(DIRECTIONS_3D["identity"])
+    files = write_dicom_series(image, tmp_path, UID_A)
+    for file in files[1:]:
+        file.unlink()
+    dataset = pydicom.dcmread(files[0])
+    dataset.NumberOfFrames = 3
+    dataset.PixelData = dataset.PixelData * 3
+    dataset.save_as(files[0])
+    with pytest.raises(ImageReadError, match=r"an enhanced multi-frame DICOM file \(3 frames in one file\)"):
+        read_dicom_series(tmp_path)
 
 
 def test_folder_without_dicom(tmp_path):

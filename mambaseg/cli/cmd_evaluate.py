@@ -1,4 +1,5 @@
-"""Evaluate predicted masks against references: Dice, HD95 and surface Dice per case and label, into summary.json."""
+"""Evaluate predicted masks against references: Dice, HD95 and surface Dice per case and label, into summary.json;
+with --statistics, each structure's measurements too."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rich.text import Text
 from mambaseg.cli.display import show_error
 from mambaseg.evaluation.metrics import DEFAULT_TOLERANCE_MM, METRICS
 from mambaseg.evaluation.summary import EvaluationError
+from mambaseg.inference.measurements import CASE_STATISTICS_ENDING, STATISTICS_TABLE
 from mambaseg.workspace import evaluate
 
 DEFAULT_WORKERS = min(8, os.cpu_count() or 1)
@@ -45,6 +47,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ignore-label", type=int, help="reference value whose voxels are not scored")
     parser.add_argument(
         "--workers", type=int, default=DEFAULT_WORKERS, help=f"processes scoring cases (default: {DEFAULT_WORKERS})"
+    )
+    parser.add_argument(
+        "--statistics",
+        action="store_true",
+        help=f"also measure each structure of both masks (volume, components) into CASE{CASE_STATISTICS_ENDING} and "
+        f"{STATISTICS_TABLE} in the output folder",
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        metavar="FOLDER",
+        help="the cases' images (CASE_0000.nii.gz, ...) for --statistics to measure intensities in",
     )
 
 
@@ -76,6 +90,8 @@ def show_means(console: Console, summary: Mapping[str, Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     console = Console()
+    if args.images is not None and not args.statistics:
+        return show_error(console, f"--images {args.images}: intensities are measured only with --statistics")
     try:
         summary, json_path, csv_path = evaluate(
             args.prediction,
@@ -85,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
             _tolerances(args),
             args.ignore_label,
             args.workers,
+            args.statistics,
+            args.images,
         )
     except (ValueError, OSError) as error:  # EvaluationError and ImageReadError are ValueErrors
         return show_error(console, error, FLAGS)
@@ -92,4 +110,6 @@ def run(args: argparse.Namespace) -> int:
         console.print(Text(f"warning: {path}: no reference, not evaluated", style="yellow"), soft_wrap=True)
     show_means(console, summary)
     console.print(f"summary: {json_path}\nper case: {csv_path}", soft_wrap=True)
+    if args.statistics:
+        console.print(f"statistics: {json_path.with_name(STATISTICS_TABLE)}", soft_wrap=True)
     return 0

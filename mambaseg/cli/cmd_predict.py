@@ -36,6 +36,8 @@ FLAGS = {
     "save_probabilities": "--save-probabilities",
     "dicom_seg": "--dicom-seg",
     "segment_codes": "--segment-codes",
+    "statistics": "--statistics",
+    "rtstruct": "--rtstruct",
 }  # the API's parameter names in errors, as this command's options
 
 
@@ -99,6 +101,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-parts", type=int, help="split the cases into this many parts (default: torchrun's)")
     parser.add_argument("--part-id", type=int, help="the part to predict, 0-based (default: torchrun's rank)")
     parser.add_argument("--series", help="only the DICOM series with this SeriesInstanceUID")
+    parser.add_argument(
+        "--rtstruct",
+        action="store_true",
+        help="also write CASE_rtstruct.dcm, an RT Structure Set (one ROI per label, contours per slice), for DICOM "
+        "input",
+    )
+    parser.add_argument(
+        "--statistics",
+        action="store_true",
+        help="also write CASE_statistics.json per case (volume in mL, voxels, components and intensities per "
+        "structure) and statistics.csv for the output folder",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
             num_parts=args.num_parts,
             part_id=args.part_id,
             series=args.series,
+            statistics=args.statistics,
+            rtstruct=args.rtstruct,
             progress=console_progress(console),
         )
     except (ValueError, OSError) as error:

@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "predict": "cmd_predict",
     "preprocess": "cmd_preprocess",
     "pretrain": "cmd_pretrain",
+    "report": "cmd_report",
     "train": "cmd_train",
 }
 

@@ -77,6 +77,7 @@ class _CaseSummary:
     problems: list[Problem]
     n_channels: int | None = None
     ndim: int | None = None
+    labels_found: frozenset[int] = frozenset()
 
 
 def check_dataset(dataset: Dataset, max_workers: int | None = None, progress: Progress | None = None) -> CheckReport:
@@ -99,6 +100,7 @@ def check_dataset(dataset: Dataset, max_workers: int | None = None, progress: Pr
     for summary in summaries:
         report.problems += summary.problems
     report.problems += _check_consistency(dataset, all_cases, summaries)
+    report.problems += _check_unused_labels(dataset, summaries)
     logger.debug("checked %s: %d problems", dataset.root, len(report.problems))
     return report
 
@@ -209,6 +211,7 @@ def _check_case(case: Case, declared: Iterable[int]) -> _CaseSummary:
             problems.append(Problem(case.label_file, f"cannot be read: {_describe(error, case.label_file)}"))
         else:
             problems += _check_label(case.label_file, label, images[0] if images else None, frozenset(declared))
+            summary.labels_found = frozenset(int(value) for value in np.unique(label.array) if value == np.round(value))
     return summary
 
 
@@ -251,6 +254,28 @@ def _check_label(file: Path, label: Image, image: Image | None, declared: frozen
     if not found - {0}:
         problems.append(Problem(file, "label map has no foreground (only background)", WARNING))
     return problems
+
+
+def _check_unused_labels(dataset: Dataset, summaries: list[_CaseSummary]) -> list[Problem]:
+    """A warning for each declared label that no training case's label map contains: the network would be trained
+    for a class it never sees (a typo in ``dataset.json``, or cases left out)."""
+    found = frozenset().union(*(summary.labels_found for summary in summaries[: len(dataset.cases)]))
+    if not found:
+        return []  # no label map was read: the errors about them say why
+    unused = [
+        (name, value)
+        for name, value in dataset.labels.items()
+        if isinstance(value, int) and value > 0 and value != dataset.ignore_label and value not in found
+    ]
+    return [
+        Problem(
+            dataset.dataset_json,
+            f"label {name!r} ({value}) is declared but no training case's label map contains it; the network would "
+            "learn a class it never sees",
+            WARNING,
+        )
+        for name, value in unused
+    ]
 
 
 def _check_consistency(dataset: Dataset, cases: tuple[Case, ...], summaries: list[_CaseSummary]) -> list[Problem]:

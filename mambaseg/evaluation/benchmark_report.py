@@ -9,13 +9,10 @@ The HTML stands alone: inline style, the plot inline as a ``data:`` URI, no scri
 
 from __future__ import annotations
 
-import base64
 import csv
-import html
 import io
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +29,8 @@ from mambaseg.evaluation.benchmark_results import (
     class_dice,
     mean_dice_by_case,
 )
+from mambaseg.evaluation.html import MISSING, Picture, Section, Table, escape, figure_png, number, render_page
+from mambaseg.evaluation.html import STYLE as PAGE_STYLE
 from mambaseg.io.atomic import write_atomically, write_text_atomically
 
 __all__ = ["RESULTS_SCHEMA_VERSION", "BenchmarkReportPaths", "CaseScore", "RunCosts", "build_results", "write_report"]
@@ -41,16 +40,7 @@ METRIC_HEADINGS = {"dice": "Dice", "hd95": "HD95 (mm)", "nsd": "NSD"}
 METRIC_DECIMALS = {"dice": 3, "hd95": 2, "nsd": 3}
 COMPARISONS_HEADING = "Comparisons with the baseline"
 COSTS_HEADING = "Costs"
-MISSING = "n/a"
-STYLE = """
-body { font-family: sans-serif; margin: 2em auto; max-width: 75em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #bbb; padding: 0.25em 0.6em; }
-th { background: #eee; }
-td:not(:first-child) { text-align: right; font-variant-numeric: tabular-nums; }
-.verdict { font-size: 1.15em; font-weight: bold; }
-img { max-width: 100%; }
-"""
+STYLE = PAGE_STYLE + ".verdict { font-size: 1.15em; font-weight: bold; }\n"
 
 
 class BenchmarkReportPaths(Protocol):
@@ -73,42 +63,19 @@ class BenchmarkReportPaths(Protocol):
 
 
 @dataclass(frozen=True)
-class Table:
-    """A table of text cells."""
-
-    header: list[str]
-    rows: list[list[str]]
-
-
-@dataclass(frozen=True)
 class Plot:
     """The box plot, with its alternative text."""
 
     alt: str
 
 
-Block = str | list[str] | Table | Plot  # a paragraph, a bullet list, a table, the plot
-
-
-@dataclass(frozen=True)
-class Section:
-    """A heading and what follows it."""
-
-    heading: str
-    blocks: list[Block]
-
-
-def _number(value: float | None, decimals: int) -> str:
-    return MISSING if value is None else f"{value:.{decimals}f}"
-
-
 def _interval(interval: Mapping[str, Any], decimals: int) -> str:
     if interval["mean"] is None:
         return MISSING
-    text = _number(interval["mean"], decimals)
+    text = number(interval["mean"], decimals)
     if interval["low"] is None or interval["high"] is None:
         return text
-    return f"{text} [{_number(interval['low'], decimals)}, {_number(interval['high'], decimals)}]"
+    return f"{text} [{number(interval['low'], decimals)}, {number(interval['high'], decimals)}]"
 
 
 def _p(value: float | None) -> str:
@@ -183,10 +150,10 @@ def _costs_table(results: Mapping[str, Any]) -> Table:
                 _agreed([run["precision"] for run in folds]),
                 _count(mean["epochs"]),
                 _count(mean["samples"]),
-                _number(mean["samples_per_second"], 1),
-                _number(mean["seconds_per_epoch"], 1),
-                _number(mean["peak_memory_mb"], 0),
-                _number(mean["inference_seconds_per_case"], 2),
+                number(mean["samples_per_second"], 1),
+                number(mean["seconds_per_epoch"], 1),
+                number(mean["peak_memory_mb"], 0),
+                number(mean["inference_seconds_per_case"], 2),
             ]
         )
     header = ["network", "parameters", "patch", "batch", "precision", "epochs", "samples", "samples/s", "s/epoch"]
@@ -272,41 +239,13 @@ def render_markdown(results: Mapping[str, Any], sections: Sequence[Section], ima
     return "\n".join(lines)
 
 
-def _no_scheme(text: str) -> str:
-    """Write the t of every "http" as a character reference, so that no link scheme appears in the HTML source."""
-    return re.sub(r"(?i)(h)(t)(tp)", lambda m: f"{m[1]}&#{ord(m[2])};{m[3]}", text)
-
-
-def _text(value: object) -> str:
-    return _no_scheme(html.escape(str(value)))
-
-
 def render_html(results: Mapping[str, Any], sections: Sequence[Section], png: bytes) -> str:
     """The report as one self-contained HTML page, the box plot inline."""
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en">',
-        f'<head><meta charset="utf-8"><title>{_text(title(results))}</title><style>{STYLE}</style></head>',
-        "<body>",
-        f"<h1>{_text(title(results))}</h1>",
-        f'<p class="verdict">{_text(results["verdict"])}</p>',
+    pictured = [
+        Section(s.heading, [Picture(b.alt, png) if isinstance(b, Plot) else b for b in s.blocks]) for s in sections
     ]
-    for section in sections:
-        parts.append(f"<h2>{_text(section.heading)}</h2>")
-        for block in section.blocks:
-            if isinstance(block, Table):
-                head = "".join(f"<th>{_text(c)}</th>" for c in block.header)
-                body = "".join("<tr>" + "".join(f"<td>{_text(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-                parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-            elif isinstance(block, Plot):
-                data = _no_scheme(base64.b64encode(png).decode("ascii"))
-                parts.append(f'<figure><img alt="{_text(block.alt)}" src="data:image/png;base64,{data}"></figure>')
-            elif isinstance(block, list):
-                parts.append("<ul>" + "".join(f"<li>{_text(item)}</li>" for item in block) + "</ul>")
-            else:
-                parts.append(f"<p>{_text(block)}</p>")
-    parts += ["</body>", "</html>", ""]
-    return "\n".join(parts)
+    verdict = f'<p class="verdict">{escape(results["verdict"])}</p>'
+    return render_page(title(results), pictured, STYLE, [verdict])
 
 
 def results_csv(results: Mapping[str, Any]) -> str:
@@ -343,9 +282,7 @@ def boxplot_png(results: Mapping[str, Any]) -> bytes:
     for ax in axes[len(panels) :]:
         ax.set_axis_off()
     figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
+    return figure_png(figure)
 
 
 def write_report(results: Mapping[str, Any], files: BenchmarkReportPaths) -> None:

@@ -24,7 +24,6 @@ from mambaseg.io import read_image
 log = logging.getLogger(__name__)
 
 
-
 class SelectionError(ValueError):
     """Runs, folds or validation files that do not allow choosing a configuration."""
 

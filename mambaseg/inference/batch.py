@@ -7,7 +7,10 @@ whose outputs all exist is skipped (unless overwriting), so running the same com
 
 Outputs of a case ``NAME``: ``NAME.nii.gz`` (the mask, in the input's geometry); with probabilities
 ``NAME.npz`` (``probabilities``, float16, (k, *input array shape)) and ``NAME.json`` (classes and
-geometry); for DICOM input with DICOM-SEG ``NAME.dcm``.
+geometry); for DICOM input with DICOM-SEG ``NAME.dcm`` and with RTSTRUCT ``NAME_rtstruct.dcm`` (``rtstruct``);
+with statistics ``NAME_statistics.json`` (per structure volume, voxels, components and intensities:
+``measurements``) and, for the folder, ``statistics.csv`` rebuilt from every ``*_statistics.json`` there at the
+end (so a resumed run's table is complete).
 """
 
 from __future__ import annotations
@@ -24,7 +27,16 @@ from typing import Protocol
 from mambaseg.inference.dicom_seg import SegmentCode, build_dicom_seg
 from mambaseg.inference.ensemble import write_probabilities
 from mambaseg.inference.inputs import InputCase, check_channels, load_case
+from mambaseg.inference.measurements import (
+    CASE_STATISTICS_ENDING,
+    STATISTICS_TABLE,
+    collect_statistics,
+    measure_structures,
+    write_case_statistics,
+    write_statistics_table,
+)
 from mambaseg.inference.pipeline import Prediction
+from mambaseg.inference.rtstruct import build_rtstruct
 from mambaseg.io import Image, write_image
 from mambaseg.io.atomic import write_atomically
 from mambaseg.io.progress import Progress, ProgressTask, as_progress
@@ -32,7 +44,15 @@ from mambaseg.io.progress import Progress, ProgressTask, as_progress
 logger = logging.getLogger(__name__)
 
 MASK, PROBABILITIES, SIDECAR, DICOM_SEG = "mask", "probabilities", "sidecar", "dicom_seg"
-_ENDINGS = {MASK: ".nii.gz", PROBABILITIES: ".npz", SIDECAR: ".json", DICOM_SEG: ".dcm"}
+STATISTICS, RTSTRUCT = "statistics", "rtstruct"
+_ENDINGS = {
+    RTSTRUCT: "_rtstruct.dcm",
+    MASK: ".nii.gz",
+    PROBABILITIES: ".npz",
+    SIDECAR: ".json",
+    DICOM_SEG: ".dcm",
+    STATISTICS: CASE_STATISTICS_ENDING,
+}
 
 
 class CasePredictor(Protocol):
@@ -48,6 +68,8 @@ class BatchOptions:
     save_probabilities: bool = False
     dicom_seg: bool = False
     overwrite: bool = False
+    statistics: bool = False  # CASE_statistics.json per case and statistics.csv for the folder
+    rtstruct: bool = False  # CASE_rtstruct.dcm for DICOM input
 
 
 @dataclass(frozen=True)
@@ -91,6 +113,10 @@ def case_outputs(case: InputCase, output_dir: Path, options: BatchOptions) -> di
         kinds += [PROBABILITIES, SIDECAR]
     if options.dicom_seg and case.kind == "dicom":
         kinds.append(DICOM_SEG)
+    if options.rtstruct and case.kind == "dicom":
+        kinds.append(RTSTRUCT)
+    if options.statistics:
+        kinds.append(STATISTICS)
     return {kind: output_dir / f"{case.name}{_ENDINGS[kind]}" for kind in kinds}
 
 
@@ -110,9 +136,14 @@ def _sidecar(case: InputCase, mask: Image, run: RunInfo, n_classes: int) -> dict
     }
 
 
-def write_outputs(case: InputCase, prediction: Prediction, outputs: Mapping[str, Path], run: RunInfo) -> None:
-    """Write the requested outputs of one case, the mask last."""
+def write_outputs(
+    case: InputCase, prediction: Prediction, outputs: Mapping[str, Path], run: RunInfo, images: Sequence[Image]
+) -> None:
+    """Write the requested outputs of one case (``images``: its channels, for the statistics), the mask last."""
     mask = prediction.mask
+    if STATISTICS in outputs:
+        measured = measure_structures(mask, run.label_names, images)
+        write_case_statistics(outputs[STATISTICS], case.name, measured)
     if PROBABILITIES in outputs:
         write_probabilities(outputs[PROBABILITIES], prediction.probabilities, run.regions_class_order)
     if SIDECAR in outputs:
@@ -124,6 +155,9 @@ def write_outputs(case: InputCase, prediction: Prediction, outputs: Mapping[str,
             mask, case.sources[0], case.series_uid or "", run.label_names, run.name, run.segment_codes
         )
         write_atomically(outputs[DICOM_SEG], seg.save_as)
+    if RTSTRUCT in outputs:
+        structures = build_rtstruct(mask, case.sources[0], case.series_uid or "", run.label_names, run.name)
+        write_atomically(outputs[RTSTRUCT], structures.save_as)
     if MASK in outputs:
         write_image(mask, outputs[MASK])
 
@@ -133,9 +167,10 @@ def _write(
     prediction: Prediction,
     outputs: Mapping[str, Path],
     run: RunInfo,
+    images: Sequence[Image],
     task: ProgressTask,
 ) -> None:
-    write_outputs(case, prediction, outputs, run)
+    write_outputs(case, prediction, outputs, run, images)
     task.advance()
 
 
@@ -193,9 +228,22 @@ def _predict_cases(
             task.advance()
     if summary.skipped:
         logger.info("%d case(s) already predicted in %s, skipped", len(summary.skipped), output_dir)
-    if not todo:
-        return summary
-    output_dir.mkdir(parents=True, exist_ok=True)
+    if todo:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        _predict_todo(predictor, todo, run, task, summary)
+    if options.statistics and output_dir.is_dir():
+        write_statistics_table(output_dir / STATISTICS_TABLE, collect_statistics(output_dir))
+    return summary
+
+
+def _predict_todo(
+    predictor: CasePredictor,
+    todo: list[tuple[InputCase, dict[str, Path]]],
+    run: RunInfo,
+    task: ProgressTask,
+    summary: BatchSummary,
+) -> None:
+    """Predict the cases of ``todo``, reading the next and writing the previous one in the background."""
     with ThreadPoolExecutor(1, thread_name_prefix="read") as reader, ThreadPoolExecutor(1, "write") as writer:
         next_images = reader.submit(_read, todo[0][0], run)
         writing: Future | None = None
@@ -204,10 +252,10 @@ def _predict_cases(
             if i + 1 < len(todo):
                 next_images = reader.submit(_read, todo[i + 1][0], run)
             prediction = predictor.predict(images, keep_probabilities=PROBABILITIES in outputs)
+            channels = images if STATISTICS in outputs else []  # measured after writing; else freed now
             del images
             if writing is not None:
                 writing.result()
-            writing = writer.submit(_write, case, prediction, outputs, run, task)
+            writing = writer.submit(_write, case, prediction, outputs, run, channels, task)
             summary.predicted.append(case.name)
         writing.result()
-    return summary

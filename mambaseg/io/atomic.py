@@ -38,6 +38,8 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
 
     Raises:
         FileNotFoundError: the folder of ``path`` does not exist.
+        OSError: writing failed; one that named no file (a full disk, a file-size limit) is raised again naming
+            ``path``.
     """
     path = Path(path)
     _remove_stale_staging(path)
@@ -55,6 +57,11 @@ def atomic_path(path: Path, *, durable: bool = False) -> Iterator[Path]:
                 _fsync_file(file)
         for file in written:
             os.replace(file, path.parent / file.name)
+    except OSError as err:
+        if err.filename is not None or not err.errno:
+            raise
+        # a full disk or a file-size limit surfaces from a write() as "[Errno 27] File too large", naming no file
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror}", str(path)) from err
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if durable:

@@ -4,22 +4,33 @@ Accepted checkpoints: a path (read with ``torch.load(weights_only=True)``) or a 
 weights themselves or a dict holding them under ``model`` (the official layout), ``state_dict`` or ``encoder``
 (``encoder.pt`` of ``mambaseg pretrain``, whose keys are ``VSSEncoder``'s, i.e. VMamba v0's).
 Key names may be VMamba v0's (``patch_embed.proj``, ``layers.{i}.blocks.{j}.ln_1`` / ``.self_attention``,
-``layers.{i}.downsample.reduction`` / ``.norm``) or v2's (``patch_embed.0`` / ``.2``, ``.norm`` / ``.op``).
-The classifier (``head``, the final ``norm``, v2's ``classifier``) is skipped.
+``layers.{i}.downsample.reduction`` / ``.norm``), v0's under VMamba's later code (``patch_embed.0`` / ``.2``,
+``.norm`` / ``.op``), or those of the v2 layout (``vss_version="v2"``, the ``vssm1`` releases): ``patch_embed.0`` /
+``.2`` / ``.5`` / ``.7`` (conv, norm, conv, norm) become ``patch_embed.conv1`` / ``norm1`` / ``conv2`` / ``norm2``,
+``.norm`` / ``.op`` become ``.ln_1`` / ``.self_attention``, ``norm2`` and ``mlp.fc1`` / ``mlp.fc2`` stay, and
+``layers.{i}.downsample.1`` / ``.3`` become ``.conv`` / ``.norm``. The classifier (``head``, the final ``norm``,
+v2's ``classifier``) is skipped.
 
 A checkpoint key goes to ``model.pretrained_targets(key)`` when the network defines it (VM-UNet: the
 encoder and the mirrored decoder stage), else to ``key`` or ``encoder.<key>``; prefixes listed in the
-network's ``pretrained_skip`` are skipped. Tensors are adapted when the shapes differ in one of these ways:
+network's ``pretrained_skip`` are skipped. A v0 checkpoint may hold more blocks than the network (VM-UNet takes the
+first blocks of each stage) and the rest is reported. A v2-layout checkpoint, or any checkpoint for a v2 encoder,
+must fit the encoder exactly: a checkpoint key with no encoder tensor, or an encoder tensor with no checkpoint key,
+is a ValueError naming the first such key and its shape (a checkpoint of another VMamba version or size), raised
+before anything is loaded. Tensors are adapted when the shapes differ in one of these ways:
 
 - per-order parameters (``x_proj_weight``, ``dt_projs_weight``, ``dt_projs_bias``, ``A_logs``, ``Ds``) of
   the 4 orders of the 2D cross scan go to the 6 orders of the 3D cross scan. The 2D axes (h, w) become
   the 3D axes 1 and 2 and the new axis 0 is the depth: a 3D order takes the 2D order with the same
   fastest axis and direction; the two depth-fastest orders take the mean of the 2D orders of their direction;
-- 2D convolution kernels (``conv2d``, ``patch_embed.proj``) are inflated along the new axis 0 and divided
-  by its size, so the response to inputs constant along depth is unchanged;
-- the patch embedding's input channels: the kernel summed over the checkpoint's channels, divided by the
-  model's channel count and repeated, so an input with all channels equal to a grey image g answers as the
-  checkpoint answers (g, g, g);
+- 2D convolution kernels (``conv2d``, ``patch_embed.proj``, v2's stem and down-sampling convolutions) are inflated
+  along the new axis 0 and divided by its size, so the response to inputs constant along depth is unchanged (up to
+  the zero padding at the first and last slice of a 3-wide kernel);
+- the input channels of the patch embedding's first convolution: the kernel summed over the checkpoint's channels,
+  divided by the model's channel count and repeated, so an input with all channels equal to a grey image g
+  answers as the checkpoint answers (g, g, g);
+- a 1x1 convolution's weight (o, i, 1, 1) for a linear weight (o, i): VMamba's channel-first ``Linear2d`` accepts
+  both forms;
 - 3D patch merging (8c inputs, offsets with axis 0 fastest) from 2D (4c inputs, (h, w) offsets with h
   fastest): 3D block o_d + 2 q for the 2D block q, both depth offsets; ``norm`` weights repeat, the
   ``reduction`` weight repeats and halves, so inputs constant along depth merge as in 2D.
@@ -42,12 +53,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from mambaseg.networks.vmamba_encoder import VSSEncoder
 from mambaseg.ops.scan_orders import scan_orders
 
 log = logging.getLogger(__name__)
 
 _CLASSIFIER = re.compile(r"^(head|norm|classifier)\.")
 _V2_BLOCK = re.compile(r"^(layers\.\d+\.blocks\.\d+)\.(norm|op)\.")
+_V2_MLP = re.compile(r"^layers\.\d+\.blocks\.\d+\.mlp\.")
+_STEM = re.compile(r"^patch_embed\.(\d+)\.")
+_V0_STEM = {"0": "proj", "2": "norm"}  # VMamba's later code: Sequential(conv, permute, norm)
+_V2_STEM = {"0": "conv1", "2": "norm1", "5": "conv2", "7": "norm2"}  # (conv, -, norm, -, gelu, conv, -, norm)
+_V2_DOWNSAMPLE = re.compile(r"^(layers\.\d+\.downsample)\.([13])\.")  # (-, conv, -, norm)
+_IMAGE_CONVS = ("patch_embed.proj.weight", "patch_embed.conv1.weight")
 _PER_ORDER = ("x_proj_weight", "dt_projs_weight", "dt_projs_bias")
 _PER_ORDER_CHANNEL = ("A_logs", "Ds")
 
@@ -91,13 +109,12 @@ def _read_state(checkpoint: str | Path | Mapping[str, torch.Tensor]) -> dict[str
     return state
 
 
-def _v0_name(key: str, v2_stem: bool) -> str:
-    """VMamba v2 names to v0 names; v0 names pass unchanged."""
+def _model_name(key: str, v2_stem: bool) -> str:
+    """A checkpoint key under ``VSSEncoder``'s name (see the module doc); ``VSSEncoder`` names pass unchanged."""
     key = _V2_BLOCK.sub(lambda m: f"{m[1]}.{'ln_1' if m[2] == 'norm' else 'self_attention'}.", key)
-    if not v2_stem:
-        key = re.sub(r"^patch_embed\.0\.", "patch_embed.proj.", key)
-        key = re.sub(r"^patch_embed\.2\.", "patch_embed.norm.", key)
-    return key
+    stem = _V2_STEM if v2_stem else _V0_STEM
+    key = _STEM.sub(lambda m: f"patch_embed.{stem.get(m[1], m[1])}.", key)
+    return _V2_DOWNSAMPLE.sub(lambda m: f"{m[1]}.{'conv' if m[2] == '1' else 'norm'}.", key)
 
 
 def _cross_sources(spatial_dims: int) -> list[list[int]]:
@@ -135,28 +152,37 @@ def _inflate_merging(name: str, t: torch.Tensor, shape: torch.Size) -> torch.Ten
     return t.reshape(t.shape[0], 4, -1).repeat_interleave(2, dim=1).reshape(t.shape[0], -1) / 2
 
 
-def _adapt(key: str, t: torch.Tensor, shape: torch.Size, target: str) -> torch.Tensor:
-    """Bring the checkpoint tensor ``t`` of ``key`` to the model's ``shape`` (see the module doc)."""
+def _adapt(key: str, t: torch.Tensor, shape: torch.Size, target: str, source: str) -> torch.Tensor:
+    """Bring ``t`` (``source`` says which checkpoint key; ``key`` in ``VSSEncoder`` names) to ``shape``."""
     source_shape = tuple(t.shape)
     name = key.rsplit(".", 1)[-1]
+    if len(shape) == 2 and t.dim() == 4 and t.shape[:2] == shape and t.shape[2:] == (1, 1):
+        t = t.reshape(shape)  # a 1x1 convolution's weight as a linear weight
     if t.shape != shape and name in _PER_ORDER + _PER_ORDER_CHANNEL:
         t = _map_orders(name, t, shape)
     if t.dim() >= 3 and t.dim() == len(shape) - 1 and t.shape[2:] == shape[3:]:
         t = t.unsqueeze(2).repeat(1, 1, shape[2], *[1] * (t.dim() - 2)) / shape[2]  # conv kernel, one axis more
-    if key == "patch_embed.proj.weight" and t.dim() == len(shape) and t.shape[1] != shape[1]:
+    if key in _IMAGE_CONVS and t.dim() == len(shape) and t.shape[1] != shape[1]:
         t = t.sum(1, keepdim=True).repeat(1, shape[1], *[1] * (t.dim() - 2)) / shape[1]
     if ".downsample." in key and t.shape != shape:
         t = _inflate_merging(key.split(".downsample.")[-1], t, shape)
     if t.shape != shape:
         raise ValueError(
-            f"load_pretrained: checkpoint key {key!r} has shape {source_shape}, which cannot be adapted to "
+            f"load_pretrained: {source} has shape {source_shape}, which cannot be adapted to "
             f"{target!r} of shape {tuple(shape)}"
         )
     return t
 
 
+def _describe(encoder: nn.Module) -> str:
+    if not isinstance(encoder, VSSEncoder):
+        return type(encoder).__name__
+    depths = [len(layer.blocks) for layer in encoder.layers]
+    return f"vss_version {encoder.vss_version!r}, dims {encoder.dims}, depths {depths}"
+
+
 def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, torch.Tensor]) -> PretrainedReport:
-    """Load a VMamba (v0 or v2 naming) ImageNet checkpoint into ``model``'s VSS encoder, adapting 2D to 3D.
+    """Load a VMamba (v0 or v2) ImageNet checkpoint into ``model``'s VSS encoder, adapting 2D to 3D.
 
     Args:
         model: a network with a ``VSSEncoder`` under ``encoder`` (``swin_umamba``, ``swin_umamba_d``,
@@ -167,28 +193,40 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, torc
         The loaded, missing, unexpected and skipped keys.
 
     Raises:
-        ValueError: a checkpoint tensor whose shape cannot be adapted to its target.
+        ValueError: a checkpoint tensor whose shape cannot be adapted to its target; for the v2 layout, a
+            checkpoint key the encoder lacks or an encoder tensor the checkpoint lacks (nothing is loaded then).
     """
     state = _read_state(checkpoint)
+    origin = f"checkpoint {checkpoint}" if isinstance(checkpoint, str | Path) else "checkpoint"
     model_state = model.state_dict()
     model_keys = set(model_state)
     v2_stem = any(k.startswith("patch_embed.5.") for k in state)
     skip = tuple(getattr(model, "pretrained_skip", ()))
     targets_of = getattr(model, "pretrained_targets", None)
+    prefix = "encoder." if isinstance(getattr(model, "encoder", None), nn.Module) else ""
+    encoder = model.encoder if prefix else model
+    exact = getattr(encoder, "vss_version", "v0") == "v2" or any(_V2_MLP.match(k) for k in state)
     report = PretrainedReport()
     new_state: dict[str, torch.Tensor] = {}
     for raw_key, tensor in state.items():
-        key = _v0_name(raw_key, v2_stem)
+        key = _model_name(raw_key, v2_stem)
         if _CLASSIFIER.match(key) or key.startswith(skip):
             report.skipped.append(raw_key)
             continue
+        if exact and prefix + key not in model_keys:
+            raise ValueError(
+                f"load_pretrained: {origin} key {raw_key!r} of shape {tuple(tensor.shape)} has no counterpart in "
+                f"the network's encoder ({_describe(encoder)}): the checkpoint is of another VMamba version or size"
+            )
         targets = targets_of(key) if targets_of else [key if key in model_keys else f"encoder.{key}"]
         targets = [t for t in targets if t in model_keys]
         if not targets:
             report.unexpected.append(raw_key)
             continue
         for target in targets:
-            new_state[target] = _adapt(key, tensor, model_state[target].shape, target)
+            new_state[target] = _adapt(key, tensor, model_state[target].shape, target, f"{origin} key {raw_key!r}")
+    if exact:
+        _check_complete(model_state, new_state, prefix, skip, encoder, origin)
     model.load_state_dict(new_state, strict=False)
     report.loaded = sorted(new_state)
     report.missing = sorted(model_keys - set(new_state))
@@ -205,6 +243,32 @@ def load_pretrained(model: nn.Module, checkpoint: str | Path | Mapping[str, torc
         "load_pretrained: missing %s; unexpected %s; skipped %s", report.missing, report.unexpected, report.skipped
     )
     return report
+
+
+def _check_complete(
+    model_state: Mapping[str, torch.Tensor],
+    new_state: Mapping[str, torch.Tensor],
+    prefix: str,
+    skip: tuple[str, ...],
+    encoder: nn.Module,
+    origin: str,
+) -> None:
+    """Raise ValueError naming the first encoder tensor (under ``prefix``, not skipped) that ``new_state`` lacks."""
+    absent = [
+        key
+        for key in model_state
+        if key.startswith(prefix)
+        and key not in new_state
+        and not _CLASSIFIER.match(key.removeprefix(prefix))
+        and not key.removeprefix(prefix).startswith(skip)
+    ]
+    if absent:
+        first = absent[0]
+        raise ValueError(
+            f"load_pretrained: the network's encoder tensor {first!r} of shape {tuple(model_state[first].shape)} "
+            f"has no counterpart in the {origin} ({len(absent)} encoder tensors have none; the encoder: "
+            f"{_describe(encoder)}): the checkpoint is of another VMamba version or size"
+        )
 
 
 @dataclass

@@ -3,8 +3,11 @@
 Dimension letters: b batch, c channels, k classes, *spatial the spatial axes.
 
 After Liu et al., "Swin-UMamba: Mamba-based UNet with ImageNet-based pretraining" (MICCAI 2024). Both hold
-their encoder as ``encoder`` (a ``VSSEncoder`` with VMamba v0 keys), so VMamba checkpoints load with
-``mambaseg.networks.load_pretrained``.
+their encoder as ``encoder`` (a ``VSSEncoder``, VMamba v0's layout or, with ``vss_version="v2"``, v2's), so
+VMamba checkpoints load with ``mambaseg.networks.load_pretrained``. Swin-UMamba's own stem (stride 2, to
+``feature_size`` channels) replaces the first half of VMamba's patch embedding: in v0 the checkpoint's patch
+projection is not taken; in v2 its first convolution and norm are not, and its second convolution is taken when
+``feature_size`` is half the first stage's width (48 for the tiny and small releases, 64 for base).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import nn
 from mambaseg.networks.footprint import leaf_footprint
 from mambaseg.networks.registry import register
 from mambaseg.networks.topology import fixed_min_input_size, fixed_topology
-from mambaseg.networks.vmamba_encoder import VSSEncoder, check_input_size
+from mambaseg.networks.vmamba_encoder import VSSEncoder, check_input_size, vss_layout
 from mambaseg.nn.factories import conv_type, make_norm
 from mambaseg.nn.patches import PatchExpand, channels_first
 from mambaseg.nn.ss_nd import VSSStage, drop_path_rates, vss_init
@@ -29,6 +32,14 @@ C_LEAF = 0.9
 peaks of a narrow variant at 32^3-64^3 (0.88-0.93): coarse."""
 C_LEAF_D = 2.1
 """The same for Swin-UMamba† (one measurement, 2.1): coarse."""
+
+
+def _stem_skip(vss_version: str, feature_size: int, first_dim: int) -> tuple[str, ...]:
+    """Checkpoint keys (``VSSEncoder`` names) Swin-UMamba does not take: the patch embedding its stem replaces."""
+    if vss_version == "v0":
+        return ("patch_embed.proj.",)  # VMamba embeds RGB with patch 4; here the stem's channels with patch 2
+    first_half = ("patch_embed.conv1.", "patch_embed.norm1.")
+    return first_half if feature_size == first_dim // 2 else (*first_half, "patch_embed.conv2.weight")
 
 
 @register(
@@ -51,13 +62,13 @@ class SwinUMamba(nn.Module):
         dims: channels per encoder stage, or the first stage's (doubled per stage).
         depths: VSS blocks per encoder stage.
         d_state: state size of the selective scans.
+        ssm_ratio: inner channels / channels of the selective scans.
         drop_path_rate: stochastic depth of the encoder's last block.
         norm_name: MONAI norm of the CNN blocks.
         orders: scan-order set of the VSS blocks.
         deep_supervision: return one output per decoder level, full resolution first.
+        vss_version: VMamba layout of the encoder, ``v0`` or ``v2`` (``networks.vmamba_encoder``).
     """
-
-    pretrained_skip = ("patch_embed.proj.",)  # VMamba embeds RGB with patch 4; here 48 stem channels with patch 2
 
     def __init__(
         self,
@@ -68,12 +79,15 @@ class SwinUMamba(nn.Module):
         dims: int | Sequence[int] = 96,
         depths: Sequence[int] = (2, 2, 9, 2),
         d_state: int = 16,
+        ssm_ratio: float = 2.0,
         drop_path_rate: float = 0.2,
         norm_name: str = "instance",
         orders: str = "cross",
         deep_supervision: bool = False,
+        vss_version: str = "v0",
     ) -> None:
         super().__init__()
+        vss_layout(vss_version, "swin_umamba")
         self.deep_supervision = deep_supervision
         conv = conv_type(spatial_dims)
         self.stem = nn.Sequential(
@@ -81,8 +95,18 @@ class SwinUMamba(nn.Module):
             make_norm("instance", spatial_dims, feature_size),
         )
         self.encoder = VSSEncoder(
-            spatial_dims, feature_size, dims, depths, 2, d_state, drop_path_rate=drop_path_rate, orders=orders
+            spatial_dims,
+            feature_size,
+            dims,
+            depths,
+            patch_size=2,
+            d_state=d_state,
+            ssm_ratio=ssm_ratio,
+            drop_path_rate=drop_path_rate,
+            orders=orders,
+            vss_version=vss_version,
         )
+        self.pretrained_skip = _stem_skip(vss_version, feature_size, self.encoder.dims[0])
         self.input_size_divisor = 2 * self.encoder.stride
         feats = [feature_size, *self.encoder.dims]  # channels per level, full resolution first
         stages = len(depths)
@@ -140,9 +164,11 @@ class SwinUMambaD(nn.Module):
         decoder_depth: VSS blocks per decoder stage.
         patch_size: edge of the embedding patches (and of the final expansion).
         d_state: state size of the selective scans.
+        ssm_ratio: inner channels / channels of the selective scans.
         drop_path_rate: stochastic depth of the encoder's last and the decoder's first block.
         orders: scan-order set of the VSS blocks.
         deep_supervision: return one output per decoder level, full resolution first.
+        vss_version: VMamba layout of the encoder and of the decoder's blocks, ``v0`` or ``v2``.
     """
 
     def __init__(
@@ -155,14 +181,26 @@ class SwinUMambaD(nn.Module):
         decoder_depth: int = 2,
         patch_size: int = 4,
         d_state: int = 16,
+        ssm_ratio: float = 2.0,
         drop_path_rate: float = 0.2,
         orders: str = "cross",
         deep_supervision: bool = False,
+        vss_version: str = "v0",
     ) -> None:
         super().__init__()
+        block = vss_layout(vss_version, "swin_umamba_d").block
         self.deep_supervision = deep_supervision
         self.encoder = VSSEncoder(
-            spatial_dims, in_channels, dims, depths, patch_size, d_state, drop_path_rate=drop_path_rate, orders=orders
+            spatial_dims,
+            in_channels,
+            dims,
+            depths,
+            patch_size,
+            d_state,
+            ssm_ratio,
+            drop_path_rate=drop_path_rate,
+            orders=orders,
+            vss_version=vss_version,
         )
         self.input_size_divisor = self.encoder.stride
         d = self.encoder.dims
@@ -173,7 +211,9 @@ class SwinUMambaD(nn.Module):
         self.expand_layers.append(PatchExpand(d[0], d[0], spatial_dims, scale=patch_size))
         self.concat_back_dim = nn.ModuleList(nn.Linear(2 * d[t], d[t]) for t in targets)
         self.stages = nn.ModuleList(
-            VSSStage(d[t], spatial_dims, decoder_depth, rate, d_state=d_state, orders=orders)
+            VSSStage(
+                d[t], spatial_dims, decoder_depth, rate, d_state=d_state, ssm_ratio=ssm_ratio, orders=orders, **block
+            )
             for t, rate in zip(targets, rates, strict=True)
         )
         self.seg_layers = nn.ModuleList(conv(d[t], num_classes, kernel_size=1) for t in [*targets, 0])

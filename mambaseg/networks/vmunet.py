@@ -5,6 +5,8 @@ Dimension letters: b batch, c channels, k classes, *spatial the spatial axes.
 After Ruan et al., "VM-UNet: Vision Mamba UNet for medical image segmentation" (2024). Decoder stage i
 (deepest first) adds the encoder's input to its mirror stage, expands the patches (every stage but the
 first), then runs VSS blocks; a final x``patch_size`` expansion and a 1x1 convolution give the logits.
+``vss_version`` picks VMamba's v0 or v2 layout for the encoder and the decoder's VSS blocks alike, so that
+pretrained encoder blocks also initialise their mirrored decoder blocks.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from torch import nn
 from mambaseg.networks.footprint import leaf_footprint
 from mambaseg.networks.registry import register
 from mambaseg.networks.topology import fixed_min_input_size, fixed_topology
-from mambaseg.networks.vmamba_encoder import VSSEncoder, check_input_size
+from mambaseg.networks.vmamba_encoder import VSSEncoder, check_input_size, vss_layout
 from mambaseg.nn.factories import conv_type
 from mambaseg.nn.patches import PatchExpand, channels_first
 from mambaseg.nn.ss_nd import VSSStage, drop_path_rates, vss_init
@@ -52,9 +54,11 @@ class VMUNet(nn.Module):
         decoder_depths: VSS blocks per decoder stage, deepest first.
         patch_size: edge of the embedding patches (and of the final expansion).
         d_state: state size of the selective scans.
+        ssm_ratio: inner channels / channels of the selective scans.
         drop_path_rate: stochastic depth of the encoder's last and the decoder's first block.
         orders: scan-order set of the VSS blocks.
         deep_supervision: also return 1x1-convolution outputs of the decoder stages, full resolution first.
+        vss_version: VMamba layout of the encoder and of the decoder's blocks, ``v0`` or ``v2``.
     """
 
     def __init__(
@@ -67,24 +71,36 @@ class VMUNet(nn.Module):
         decoder_depths: Sequence[int] = (2, 2, 2, 1),
         patch_size: int = 4,
         d_state: int = 16,
+        ssm_ratio: float = 2.0,
         drop_path_rate: float = 0.2,
         orders: str = "cross",
         deep_supervision: bool = False,
+        vss_version: str = "v0",
     ) -> None:
         super().__init__()
         if len(decoder_depths) != len(depths):
             raise ValueError(
                 f"vmunet: decoder_depths {tuple(decoder_depths)} need one entry per stage of {tuple(depths)}"
             )
+        block = vss_layout(vss_version, "vmunet").block
         self.deep_supervision = deep_supervision
         self.encoder = VSSEncoder(
-            spatial_dims, in_channels, dims, depths, patch_size, d_state, drop_path_rate=drop_path_rate, orders=orders
+            spatial_dims,
+            in_channels,
+            dims,
+            depths,
+            patch_size,
+            d_state,
+            ssm_ratio,
+            drop_path_rate=drop_path_rate,
+            orders=orders,
+            vss_version=vss_version,
         )
         self.input_size_divisor = self.encoder.stride
         up_dims = self.encoder.dims[::-1]  # deepest first
         rates = drop_path_rates(decoder_depths, drop_path_rate, falling=True)
         self.layers_up = nn.ModuleList(
-            VSSStage(dim, spatial_dims, depth, rate, d_state=d_state, orders=orders)
+            VSSStage(dim, spatial_dims, depth, rate, d_state=d_state, ssm_ratio=ssm_ratio, orders=orders, **block)
             for dim, depth, rate in zip(up_dims, decoder_depths, rates, strict=True)
         )
         self.upsamples = nn.ModuleList(

@@ -1,11 +1,13 @@
-"""SS-ND, VMamba's selective-scan 2D block (SS2D, v0) for any number of spatial axes, and the VSS block.
+"""SS-ND, VMamba's selective-scan 2D block (SS2D) for any number of spatial axes, and the VSS block.
 
 Dimension letters: b batch, c model channels (``d_model``), d inner channels (``d_inner``), k scan orders,
-n state size, r rank of the time-step projection, l = prod(spatial) sequence length.
+n state size, r rank of the time-step projection, l = prod(spatial) sequence length, h MLP hidden channels.
 
 Parameter names follow VMamba v0 (``in_proj``, ``conv2d``, ``x_proj_weight``, ``dt_projs_weight``,
 ``dt_projs_bias``, ``A_logs``, ``Ds``, ``out_norm``, ``out_proj``; ``ln_1`` and ``self_attention`` in the
-block), so its checkpoints line up; the depthwise convolution keeps the name ``conv2d`` in 3D too.
+block), so its checkpoints line up; the depthwise convolution keeps the name ``conv2d`` in 3D too. VMamba v2's
+block (the ``vssm1`` releases: SS2D of forward type ``v05_noz``, then an MLP) is the same block with
+``gated=False``, ``conv_bias=False`` and ``mlp_ratio=4``: its ``norm2``, ``mlp.fc1`` and ``mlp.fc2`` keep v2's names.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def vss_init(module: nn.Module) -> None:
 
 
 class SSND(nn.Module):
-    """Selective scan over K orders of an N-D feature map, channels last (VMamba's SS2D, v0).
+    """Selective scan over K orders of an N-D feature map, channels last (VMamba's SS2D).
 
     Args:
         d_model: channels in and out.
@@ -49,6 +51,8 @@ class SSND(nn.Module):
         dropout: dropout after the output projection.
         dt_min: smallest initial time step.
         dt_max: largest initial time step.
+        gated: multiply the normalised scan by silu(z) of a second half of ``in_proj`` (v0); False: no z (v2).
+        conv_bias: the depthwise convolution has a bias (v0; not v2).
     """
 
     def __init__(
@@ -63,18 +67,21 @@ class SSND(nn.Module):
         dropout: float = 0.0,
         dt_min: float = 1e-3,
         dt_max: float = 1e-1,
+        gated: bool = True,
+        conv_bias: bool = True,
     ) -> None:
         super().__init__()
         self.spatial_dims = spatial_dims
+        self.gated = gated
         self.d_state = d_state
         self.d_inner = d_inner = int(ssm_ratio * d_model)
         self.dt_rank = dt_rank = resolve_dt_rank(dt_rank, d_model)
         self.orders = scan_orders(orders, spatial_dims) if isinstance(orders, str) else list(orders)
         k = len(self.orders)
 
-        self.in_proj = nn.Linear(d_model, 2 * d_inner, bias=False)
+        self.in_proj = nn.Linear(d_model, (2 if gated else 1) * d_inner, bias=False)
         self.conv2d = conv_type(spatial_dims)(
-            d_inner, d_inner, kernel_size=d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=True
+            d_inner, d_inner, kernel_size=d_conv, padding=(d_conv - 1) // 2, groups=d_inner, bias=conv_bias
         )
         self.act = nn.SiLU()
         bound = d_inner**-0.5
@@ -93,10 +100,13 @@ class SSND(nn.Module):
             raise ValueError(
                 f"SSND over {self.spatial_dims} spatial axes needs (b, *spatial, c), got shape {tuple(x.shape)}"
             )
-        x, z = self.in_proj(x).chunk(2, dim=-1)  # (b, *spatial, d) each
+        x = self.in_proj(x)  # (b, *spatial, 2d), or (b, *spatial, d) ungated
+        if self.gated:
+            x, z = x.chunk(2, dim=-1)  # (b, *spatial, d) each
         x = self.act(self.conv2d(x.movedim(-1, 1)))  # (b, d, *spatial)
-        y = self.scan(x).movedim(1, -1)  # (b, *spatial, d), float32
-        y = self.out_norm(y) * F.silu(z)
+        y = self.out_norm(self.scan(x).movedim(1, -1))  # (b, *spatial, d), float32
+        if self.gated:
+            y = y * F.silu(z)
         return self.dropout(self.out_proj(y))
 
     def scan(self, x: torch.Tensor) -> torch.Tensor:
@@ -120,25 +130,54 @@ class SSND(nn.Module):
         return merge_orders(ys.view(b, k, d, -1), self.orders, spatial)  # (b, d, *spatial)
 
 
+class Mlp(nn.Module):
+    """Two linear layers with a GELU between them (``fc1``, ``fc2``), channels last.
+
+    Args:
+        dim: channels in and out.
+        hidden: hidden channels.
+    """
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(b, ..., c) -> (b, ..., c)."""
+        return self.fc2(self.act(self.fc1(x)))  # through (b, ..., h)
+
+
 class VSSBlock(nn.Module):
-    """Pre-norm residual block around SS-ND: x + drop_path(ss_nd(ln_1(x))), channels last.
+    """Pre-norm residual SS-ND block, channels last: x + drop_path(ss_nd(ln_1(x))); v2 adds an MLP likewise.
+
+    With ``mlp_ratio > 0`` the SS-ND residual is followed by x + drop_path(mlp(norm2(x))), as in VMamba v2.
 
     Args:
         dim: channels.
         spatial_dims: number of spatial axes.
         drop_path: stochastic-depth probability.
-        **ss_kwargs: options of ``SSND`` (d_state, ssm_ratio, orders, ...).
+        mlp_ratio: MLP hidden channels / channels; 0: no MLP (v0).
+        **ss_kwargs: options of ``SSND`` (d_state, ssm_ratio, orders, gated, ...).
     """
 
-    def __init__(self, dim: int, spatial_dims: int, drop_path: float = 0.0, **ss_kwargs) -> None:
+    def __init__(
+        self, dim: int, spatial_dims: int, drop_path: float = 0.0, mlp_ratio: float = 0.0, **ss_kwargs
+    ) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
         self.self_attention = SSND(dim, spatial_dims, **ss_kwargs)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim) if mlp_ratio > 0 else None
+        self.mlp = Mlp(dim, int(dim * mlp_ratio)) if mlp_ratio > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(b, *spatial, c) -> (b, *spatial, c)."""
-        return x + self.drop_path(self.self_attention(self.ln_1(x)))
+        x = x + self.drop_path(self.self_attention(self.ln_1(x)))
+        if self.mlp is not None:
+            x = x + self.drop_path(self.mlp(self.norm2(x)))
+        return x
 
 
 class VSSStage(nn.Module):
@@ -153,7 +192,7 @@ class VSSStage(nn.Module):
         orders: name of the scan-order set.
         combine: ``parallel``: every block scans all K orders and sums them (VMamba); ``sequential``: block j
             scans only order j mod K, so consecutive blocks take the orders in turn (Mamba-ND).
-        **ss_kwargs: other options of ``SSND``.
+        **ss_kwargs: other options of ``VSSBlock`` (mlp_ratio) and ``SSND`` (d_state, ssm_ratio, gated, ...).
     """
 
     def __init__(

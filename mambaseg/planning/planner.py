@@ -267,8 +267,8 @@ def plan_experiment(fingerprint: Fingerprint, gpu_memory_gb: float = 8.0, networ
     """
     if network is not None and network not in list_networks():
         raise PlanningError(f"network {network!r} is not registered; choose from {', '.join(list_networks())}")
-    if gpu_memory_gb <= 0:
-        raise PlanningError(f"gpu_memory_gb must be positive, got {gpu_memory_gb}")
+    if not (math.isfinite(gpu_memory_gb) and gpu_memory_gb > 0):
+        raise PlanningError(f"gpu_memory_gb must be a positive number of GB, got {gpu_memory_gb}")
     budget = gpu_memory_gb * GIB
     spacings, shapes = fingerprint.spacings, fingerprint.shapes_after_crop
     spacing = target_spacing(spacings, shapes)

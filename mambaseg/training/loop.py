@@ -179,6 +179,8 @@ class EpochLoop:
         if self.time_budget_s is not None and start_epoch > 0:
             self.planned_epochs = int(self.epoch_scheduler.total_steps)  # the decision, restored with the schedule
             self._note(stopped=None)
+        elif start_epoch > 0:
+            self._fit_schedule_to_length(start_epoch)
         epoch = start_epoch
         while epoch < self.planned_epochs:
             if self._out_of_time(epoch):
@@ -207,6 +209,33 @@ class EpochLoop:
         if self.checkpoints is not None:
             self.checkpoints.save("final", epoch)
         return epoch
+
+    def _fit_schedule_to_length(self, start_epoch: int) -> None:
+        """A resumed run without a time budget ends after ``num_epochs``: a schedule restored for another length
+        (a run continued with a larger ``trainer.num_epochs``) is extended to it, its rate set for this epoch."""
+        if start_epoch > self.num_epochs:
+            raise ValueError(
+                f"trainer.num_epochs={self.num_epochs}: the run has done {start_epoch} epochs already; continue it "
+                f"with trainer.num_epochs >= {start_epoch}"
+            )
+        scheduler = self.epoch_scheduler
+        restored = getattr(scheduler, "total_steps", None)
+        if restored is None or restored == self.num_epochs:
+            return
+        scheduler.total_steps = self.num_epochs
+        for group, lr in zip(self.optimizer.param_groups, scheduler.get_lr(), strict=True):
+            group["lr"] = lr
+        scheduler._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+        if self.run_log is not None:
+            logger.info(
+                "continuing with trainer.num_epochs=%d: the learning-rate schedule, laid out for %d epochs, now ends "
+                "after epoch %d; epoch %d starts at lr %.3g",
+                self.num_epochs,
+                restored,
+                self.num_epochs - 1,
+                start_epoch,
+                self.optimizer.param_groups[0]["lr"],
+            )
 
     def _recorded_times(self, start_epoch: int) -> list[float]:
         if self.run_log is None:

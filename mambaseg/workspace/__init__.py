@@ -7,7 +7,8 @@ folder, and returns what it made; the ``mambaseg`` command is a shell over these
 
     ms.plan("Task04_Hippocampus", "my_workspace")
     result = ms.train("Task04_Hippocampus", "my_workspace", "3d_fullres", fold=0)
-    ms.find_best("Task04_Hippocampus", "my_workspace")
+    ms.find_best("Task04_Hippocampus", "my_workspace")  # each fold and the dataset have a report.html now
+    ms.report(result.fold.folder)  # draw the fold's report.html again
     ms.predict("scans/", "masks/", dataset="Hippocampus", workspace="my_workspace")
     ms.benchmark("Task04_Hippocampus", "my_workspace", networks=["umamba_bot"], iterations=150)
 """
@@ -19,6 +20,7 @@ from mambaseg.workspace.prediction import ensemble, evaluate, find_best, predict
 from mambaseg.workspace.predictor import Predictor
 from mambaseg.workspace.preparation import DatasetCheckError, check, fingerprint, plan, preprocess
 from mambaseg.workspace.pretraining import pretrain
+from mambaseg.workspace.reports import report
 from mambaseg.workspace.training import TrainResult, train
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "predict",
     "preprocess",
     "pretrain",
+    "report",
     "resolve_workspace",
     "train",
 ]

@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -46,7 +45,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from mambaseg.data import Dataset
 from mambaseg.data.splits import load_or_create_splits
@@ -58,7 +56,7 @@ from mambaseg.networks import network_entry
 from mambaseg.planning.model import build_network
 from mambaseg.planning.plans import ConfigurationPlan
 from mambaseg.workspace import nnunet
-from mambaseg.workspace.config import compose_train_config
+from mambaseg.workspace.config import compose_train_config, config_differences, saved_config
 from mambaseg.workspace.layout import BenchmarkFiles, FoldFiles, Workspace
 from mambaseg.workspace.preparation import (
     DatasetArg,
@@ -70,7 +68,7 @@ from mambaseg.workspace.preparation import (
     preprocess_planned,
 )
 from mambaseg.workspace.processes import run_logged
-from mambaseg.workspace.runtime import resolve_device
+from mambaseg.workspace.runtime import machine_description, resolve_device
 from mambaseg.workspace.training import pretrained_file, run_spec, score_held_out
 
 log = logging.getLogger(__name__)
@@ -79,8 +77,6 @@ DEFAULT_BASELINE = "unet_resenc"
 NNUNET = "nnunet"
 """The contestant name of nnU-Net itself (``with_nnunet``)."""
 LOG_TAIL_LINES = 15
-CPU_FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16")
-"""The instruction-set flags that move CPU timings most, named beside the CPU model."""
 
 
 class BenchmarkError(ValueError):
@@ -165,50 +161,10 @@ class _Run:
     overrides: list[str]
 
 
-def machine_description(device: torch.device) -> dict[str, str]:
-    """The CPU model (and GPU, on CUDA), device and torch version that a benchmark's costs were measured on."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines() if ":" in line)
-        fields = {key.strip(): value.strip() for key, value in fields.items()}
-        flags = fields.get("flags", "").split()
-        shown = [flag for flag in CPU_FLAGS_SHOWN if flag in flags] + ["amx"] * any(f.startswith("amx") for f in flags)
-        cpu = f"{fields.get('model name', cpu)} ({' '.join(shown) or 'no avx2'})"
-    machine = {"cpu": f"{cpu}, {os.cpu_count()} logical CPUs", "device": str(device), "torch": torch.__version__}
-    if device.type == "cuda":
-        machine["gpu"] = torch.cuda.get_device_name(device)
-    return machine
-
-
 def _program() -> str:
     """The command this process runs as: ``mambaseg`` for the CLI (``python -m mambaseg`` included)."""
     name = Path(sys.argv[0]).name
     return "mambaseg" if name in ("__main__.py", "mambaseg") else name
-
-
-def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(config, dict):
-        return {prefix: config}
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        flat |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    return flat
-
-
-def saved_config(path: Path) -> dict[str, Any]:
-    """A run's resolved ``config.yaml`` as a plain dict."""
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-
-
-def config_differences(saved: dict[str, Any], expected: dict[str, Any]) -> list[str]:
-    """``key: saved -> expected`` for each setting that differs (the recorded ``precision`` left out)."""
-    have, want = _flatten({k: v for k, v in saved.items() if k != "precision"}), _flatten(expected)
-    return [
-        f"{key}: {have.get(key)!r} -> {want.get(key)!r}"
-        for key in sorted(have.keys() | want.keys())
-        if have.get(key) != want.get(key)
-    ]
 
 
 def _plan_record(plan: ConfigurationPlan) -> dict[str, Any]:

@@ -8,7 +8,9 @@ source checkout (editable install, or the checkout on ``sys.path``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from hydra import compose, initialize_config_dir
 from hydra.errors import HydraException
@@ -141,3 +143,59 @@ def _check_ranges(config: dict, ranges: dict[str, tuple[float, float]]) -> None:
             raise ConfigError(f"{name}={value!r}: expected a number between {low} and {high}")
         if not low <= value <= high:
             raise ConfigError(f"{name}={value}: must be between {low} and {high}")
+
+
+def saved_config(path: Path) -> dict[str, Any]:
+    """A run's resolved ``config.yaml`` as a plain dict."""
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(config, dict):
+        return {prefix: config}
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        flat |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def config_differences(saved: dict[str, Any], expected: dict[str, Any], ignore: Sequence[str] = ()) -> list[str]:
+    """``key: saved -> expected`` for each setting that differs (the recorded ``precision`` left out, and the keys
+    in or under ``ignore``)."""
+    have, want = _flatten({k: v for k, v in saved.items() if k != "precision"}), _flatten(expected)
+    return [
+        f"{key}: {have.get(key)!r} -> {want.get(key)!r}"
+        for key in sorted(have.keys() | want.keys())
+        if have.get(key) != want.get(key) and not any(key == i or key.startswith(f"{i}.") for i in ignore)
+    ]
+
+
+RESUMABLE_CHANGES = ("num_workers", "validation", "trainer.num_epochs", "trainer.checkpoint_every")
+"""Settings ``train --continue`` may change: how data is loaded, how the fold is validated after training, and
+(without a time budget) a longer run: every other setting shapes the training already done."""
+
+
+def check_resumable(saved: dict[str, Any], config: dict[str, Any], source: Path) -> None:
+    """ConfigError unless ``config`` may continue the run whose resolved config is ``saved`` (``source``).
+
+    ``--continue`` resumes a run as it was configured. It may change ``num_workers``, ``validation.*`` and
+    ``trainer.checkpoint_every``, and
+    raise ``trainer.num_epochs`` of a run without a time budget (the schedule is extended to the new length); any
+    other difference, a shorter run, or a changed length of a run with a time budget is refused naming each setting.
+    """
+    differences = config_differences(saved, config, ignore=RESUMABLE_CHANGES)
+    trainer, before = config.get("trainer", {}), saved.get("trainer", {})
+    if trainer.get("num_epochs") != before.get("num_epochs"):
+        change = f"trainer.num_epochs: {before.get('num_epochs')!r} -> {trainer.get('num_epochs')!r}"
+        budgeted = trainer.get("time_budget_minutes") or before.get("time_budget_minutes")
+        if budgeted:
+            differences.append(f"{change} (the time budget decides a budgeted run's length)")
+        elif int(trainer.get("num_epochs") or 0) < int(before.get("num_epochs") or 0):
+            differences.append(f"{change} (a run is not shortened: its schedule was laid out for the longer one)")
+    if differences:
+        raise ConfigError(
+            f"{source}: --continue resumes the run as it was configured, and these settings differ: "
+            f"{'; '.join(differences)}. Continue with the run's settings (only num_workers, validation.*, "
+            "trainer.checkpoint_every and, without a time budget, a larger trainer.num_epochs may change), or train "
+            "a new fold folder"
+        )

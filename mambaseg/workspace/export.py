@@ -52,6 +52,7 @@ import mambaseg
 from mambaseg.inference.postprocessing import InferenceInstructions, check_steps, load_instructions
 from mambaseg.inference.runs import ModelDescription, RunError, TrainedRun, check_compatible
 from mambaseg.io.atomic import write_atomically
+from mambaseg.io.locks import owned
 from mambaseg.planning.checkpoint import CheckpointError, weights_only_copy
 from mambaseg.workspace.layout import (
     DatasetFiles,
@@ -59,6 +60,7 @@ from mambaseg.workspace.layout import (
     LayoutError,
     RunFiles,
     Workspace,
+    file_lock,
 )
 from mambaseg.workspace.models import find_described_model, find_instructed_runs, find_run, with_previous_stage
 from mambaseg.workspace.preparation import WorkspaceArg, open_workspace
@@ -163,8 +165,21 @@ def export_model(
     """
     from mambaseg.workspace import program  # imports this module: imported here, not at the top
 
-    if program.is_program(output):
-        return program.export_program(dataset, output, workspace, runs, folds, checkpoint)
+    target = Path(output).expanduser()
+    with owned(file_lock(target), f"export target {target}"):
+        if program.is_program(target):
+            return program.export_program(dataset, target, workspace, runs, folds, checkpoint)
+        return _export_zip(dataset, target, workspace, runs, folds, checkpoint)
+
+
+def _export_zip(
+    dataset: str,
+    output: Path,
+    workspace: WorkspaceArg,
+    runs: Sequence[str] | None,
+    folds: Sequence[str] | None,
+    checkpoint: str,
+) -> ExportedModel:
     if checkpoint not in ("final", "best"):
         raise ModelArchiveError(f"checkpoint {checkpoint!r}: export final or best")
     ws = open_workspace(workspace)

@@ -5,12 +5,12 @@
     WORKSPACE/
       raw/DATASET/                                   datasets given by name (``mambaseg demo`` writes one here)
       DATASET/
-        fingerprint.json  plans.json  splits.json  inference_instructions.json
+        fingerprint.json  plans.json  splits.json  inference_instructions.json  report.html (find-best's)
         preprocessed/CONFIGURATION/                  CASE.npz + CASE.json per case, preprocessing.json
                                                      (3d_cascade_fullres shares 3d_fullres's folder)
         runs/CONFIGURATION__NETWORK/fold_K/          K = 0..4 or ``all``
           config.yaml  plan.json  checkpoint_{latest,best,final}.pt
-          metrics.csv  progress.png  training.log
+          metrics.csv  progress.png  training.log  report.html
           validation/                                CASE<ending> (masks), CASE.npz (probabilities), summary.json,
                                                      metrics.csv, prediction_times.json
           predicted_next_stage/NEXT_CONFIGURATION/   a 3d_lowres fold's validation masks on the next stage's
@@ -49,6 +49,20 @@ SHARED_PREPROCESSING = {"3d_cascade_fullres": "3d_fullres"}
 
 class LayoutError(ValueError):
     """A path that is not what the workspace layout says it should be; the message names it."""
+
+
+LOCK_FILE = ".mambaseg.lock"
+
+
+def folder_lock(folder: Path) -> Path:
+    """The lock file of a folder that one command writes at a time (``mambaseg.io.locks.owned``): inside it."""
+    return Path(folder) / LOCK_FILE
+
+
+def file_lock(file: Path) -> Path:
+    """The lock file of a file that one command writes at a time: beside it, ``.NAME.mambaseg.lock``."""
+    file = Path(file)
+    return file.with_name(f".{file.name}{LOCK_FILE}")
 
 
 def resolve_workspace(value: str | os.PathLike | None) -> Workspace:
@@ -195,6 +209,11 @@ class FoldFiles(RunFolderFiles):
         """``prediction_times.json``: the seconds each validation case took to predict, and on what device."""
         return self.validation / "prediction_times.json"
 
+    @property
+    def report(self) -> Path:
+        """``report.html``: the fold's plan, training curves, validation scores and overlays, in one page."""
+        return self.folder / "report.html"
+
     def validation_mask(self, case: str, file_ending: str) -> Path:
         return self.validation / f"{case}{file_ending}"
 
@@ -301,6 +320,11 @@ class DatasetFiles:
     def instructions(self) -> Path:
         """``inference_instructions.json``, written by find-best, followed by ``predict -d``."""
         return self.folder / "inference_instructions.json"
+
+    @property
+    def report(self) -> Path:
+        """``report.html``: what find-best ranked and chose, in one page."""
+        return self.folder / "report.html"
 
     @property
     def dataset_json(self) -> Path:

@@ -33,12 +33,14 @@ from mambaseg.inference.ensemble import (
     average_probability_files,
     write_probabilities,
 )
+from mambaseg.inference.measurements import MeasurementError, write_evaluation_statistics
 from mambaseg.inference.postprocessing import InferenceInstructions, to_labels
 from mambaseg.io import write_image
 from mambaseg.io.progress import Progress, as_progress
 from mambaseg.workspace.layout import EvaluationFiles, FoldFiles, PredictionFolder, Workspace
 from mambaseg.workspace.predictor import Predictor, check_paths
 from mambaseg.workspace.preparation import DatasetArg, WorkspaceArg, open_dataset, open_workspace
+from mambaseg.workspace.reports import dataset_report, without_failing
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +58,8 @@ def validated_runs(workspace: Workspace, dataset_name: str) -> dict[str, dict[in
 def find_best(
     dataset: DatasetArg, workspace: WorkspaceArg = None, folds: Sequence[int] | None = None, ensembles: bool = True
 ) -> InferenceInstructions:
-    """Rank the dataset's runs and pairwise ensembles, choose postprocessing, write ``inference_instructions.json``.
+    """Rank the dataset's runs and pairwise ensembles, choose postprocessing, write ``inference_instructions.json``
+    and the dataset's ``report.html`` (one that cannot be drawn is a warning, never a failure).
 
     Args:
         dataset: folder, name under ``WORKSPACE/raw``, or ``Dataset``.
@@ -83,6 +86,7 @@ def find_best(
 
     instructions = rank_candidates(loaded, splits, runs, folds, ensembles, reference)
     write_json(files.instructions, instructions.to_dict())
+    without_failing(f"dataset {files.folder}", lambda: dataset_report(ws, files, instructions.to_dict()))
     return instructions
 
 
@@ -120,6 +124,8 @@ def predict(
     part_id: int | None = None,
     series: str | None = None,
     progress: Progress | None = None,
+    statistics: bool = False,
+    rtstruct: bool = False,
 ) -> BatchSummary:
     """Predict masks for new images with one run (``model``) or as find-best chose for a ``dataset``.
 
@@ -155,6 +161,10 @@ def predict(
         part_id: the part to predict, 0-based (default: torchrun's rank).
         series: only the DICOM series with this SeriesInstanceUID.
         progress: where to report each case done (default: nowhere).
+        statistics: also write ``CASE_statistics.json`` per case (volume, voxels, components and intensities per
+            structure; ``mambaseg.inference.measurements``) and ``statistics.csv`` for the output folder.
+        rtstruct: also write ``CASE_rtstruct.dcm``, an RT Structure Set, for DICOM input
+            (``mambaseg.inference.rtstruct``).
     """
     parts, part = _parts(num_parts, part_id)
     check_paths(Path(input).expanduser(), Path(output).expanduser(), dicom_seg, segment_codes)  # before the model
@@ -162,7 +172,18 @@ def predict(
         model, dataset, workspace, folds, checkpoint, device, precision, mirroring, step, fast, compile
     )
     return predictor.predict_folder(
-        input, output, save_probabilities, dicom_seg, segment_codes, overwrite, parts, part, series, progress
+        input,
+        output,
+        save_probabilities,
+        dicom_seg,
+        segment_codes,
+        overwrite,
+        parts,
+        part,
+        series,
+        progress,
+        statistics,
+        rtstruct,
     )
 
 
@@ -174,6 +195,8 @@ def evaluate(
     tolerance_mm: float | Mapping[int, float] = DEFAULT_TOLERANCE_MM,
     ignore_label: int | None = None,
     workers: int = 1,
+    statistics: bool = False,
+    images: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], Path, Path]:
     """Score predicted masks against references (Dice, HD95, surface Dice); write ``summary.json`` and a CSV.
 
@@ -185,10 +208,15 @@ def evaluate(
         tolerance_mm: surface Dice tolerance, for all labels or per label.
         ignore_label: reference value whose voxels are not scored.
         workers: processes scoring cases.
+        statistics: also measure each structure of both masks of every case into ``CASE_statistics.json`` and
+            ``statistics.csv`` in the output folder (``mambaseg.inference.measurements``).
+        images: folder of the cases' images (``CASE_0000.nii.gz``, ...) whose intensities ``statistics`` measures.
 
     Returns:
         The summary, and the paths of the JSON and CSV files written.
     """
+    if images is not None and not statistics:
+        raise MeasurementError(f"images {images}: intensities are measured only with statistics=True")
     prediction, reference = Path(prediction).expanduser(), Path(reference).expanduser()
     if output is None:
         output = prediction if prediction.is_dir() else prediction.parent
@@ -196,6 +224,8 @@ def evaluate(
     summary = evaluate_folders(prediction, reference, labels, tolerance_mm, ignore_label, workers)
     files = EvaluationFiles.in_folder(out)
     write_summary(summary, files.summary, files.table)
+    if statistics:
+        write_evaluation_statistics(out, summary, None if images is None else Path(images).expanduser())
     return summary, files.summary, files.table
 
 

@@ -38,6 +38,7 @@ from mambaseg.inference.inputs import (
 )
 from mambaseg.inference.pipeline import Pipeline, Prediction, WindowSettings
 from mambaseg.inference.precision import resolve_precision
+from mambaseg.inference.rtstruct import check_rtstruct_source
 from mambaseg.inference.runs import ModelDescription, build_pipeline
 from mambaseg.io import Image
 from mambaseg.io.progress import Progress
@@ -244,6 +245,8 @@ class Predictor:
         part_id: int = 0,
         series: str | None = None,
         progress: Progress | None = None,
+        statistics: bool = False,
+        rtstruct: bool = False,
     ) -> BatchSummary:
         """Predict files into ``output`` (what ``mambaseg predict`` runs); see ``mambaseg.workspace.predict``."""
         input, output = Path(input).expanduser(), Path(output).expanduser()
@@ -260,11 +263,11 @@ class Predictor:
         cases = discover_cases(input, series, len(info.channel_names))
         for case in cases:
             check_channels(case, info.channel_names)
-        options = BatchOptions(save_probabilities, dicom_seg, overwrite)
+        options = BatchOptions(save_probabilities, dicom_seg, overwrite, statistics, rtstruct)
         check_outputs_apart(cases, lambda case: case_outputs(case, output, options).values())
         cases = select_part(cases, num_parts, part_id)
-        if dicom_seg:
-            _check_dicom_seg_sources(cases)
+        if dicom_seg or rtstruct:
+            _check_dicom_sources(cases, dicom_seg, rtstruct)
         summary = predict_cases(self.pipeline, cases, output, info, options, progress)
         summary.num_parts, summary.part_id = num_parts, part_id
         return summary
@@ -292,9 +295,14 @@ def check_writable(output: Path) -> None:
         raise InputError(f"output {output}: {existing} is not writable")
 
 
-def _check_dicom_seg_sources(cases: list[InputCase]) -> None:
+def _check_dicom_sources(cases: list[InputCase], dicom_seg: bool, rtstruct: bool) -> None:
+    """Before predicting: the DICOM series that a DICOM-SEG or an RTSTRUCT will reference can be referenced."""
     dicom = [case for case in cases if case.kind == "dicom"]
     if not dicom:
-        log.warning("DICOM-SEG output applies to DICOM input only; none of the cases is DICOM")
+        outputs = " and ".join(name for name, asked in (("DICOM-SEG", dicom_seg), ("RTSTRUCT", rtstruct)) if asked)
+        log.warning("%s output applies to DICOM input only; none of the cases is DICOM", outputs)
     for case in dicom:
-        check_source_series(case.sources[0], case.series_uid or "")
+        if dicom_seg:
+            check_source_series(case.sources[0], case.series_uid or "")
+        if rtstruct:
+            check_rtstruct_source(case.sources[0], case.series_uid or "")

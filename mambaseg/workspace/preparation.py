@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from mambaseg.data import CheckReport, Dataset, check_dataset, load_dataset
+from mambaseg.io.locks import owned
 from mambaseg.io.progress import Progress
 from mambaseg.planning.fingerprint import Fingerprint, extract_fingerprint
 from mambaseg.planning.planner import plan_experiment
@@ -21,7 +22,7 @@ from mambaseg.planning.plans import Plans, load_plans
 from mambaseg.planning.transfer import transfer_plans
 from mambaseg.preprocessing import preprocess_dataset
 from mambaseg.preprocessing.dataset import PreprocessSummary
-from mambaseg.workspace.layout import Workspace, resolve_workspace
+from mambaseg.workspace.layout import Workspace, folder_lock, resolve_workspace
 
 log = logging.getLogger(__name__)
 
@@ -236,11 +237,17 @@ def preprocess_planned(
     workers: int | None = None,
     force: bool = False,
     progress: Progress | None = None,
+    wait_for_others: bool = False,
 ) -> dict[str, PreprocessSummary]:
-    """Preprocess the configurations of ``plans`` (cases already done are skipped unless ``force``)."""
+    """Preprocess the configurations of ``plans`` (cases already done are skipped unless ``force``).
+
+    Each configuration's folder is owned by one command at a time: another one preprocessing it is refused, or with
+    ``wait_for_others`` (training, whose folds often start side by side) waited for.
+    """
     summaries = {}
     for configuration in configurations:
         out = workspace.dataset(dataset.name).preprocessed(configuration)
-        summaries[configuration] = preprocess_dataset(dataset, plans, configuration, out, workers, force, progress)
+        with owned(folder_lock(out), f"preprocessed folder {out}", wait=wait_for_others):
+            summaries[configuration] = preprocess_dataset(dataset, plans, configuration, out, workers, force, progress)
         log.info("%s: preprocessed into %s", configuration, out)
     return summaries

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -22,6 +24,8 @@ class DeviceError(ValueError):
 
 
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+CPU_FLAGS_SHOWN = ("avx2", "avx512f", "avx512_bf16")
+"""The instruction-set flags that move CPU timings most, named beside the CPU model."""
 
 
 def mps_available() -> bool:
@@ -109,3 +113,19 @@ def launch_torchrun(num_processes: int, module_arguments: Sequence[str]) -> int:
     ]
     log.info("launching %s", " ".join(command))
     return subprocess.call(command)
+
+
+def machine_description(device: torch.device) -> dict[str, str]:
+    """The CPU model (and GPU, on CUDA), device and torch version that costs were measured or a report drawn on."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        fields = dict(line.split(":", 1) for line in cpuinfo.read_text().splitlines() if ":" in line)
+        fields = {key.strip(): value.strip() for key, value in fields.items()}
+        flags = fields.get("flags", "").split()
+        shown = [flag for flag in CPU_FLAGS_SHOWN if flag in flags] + ["amx"] * any(f.startswith("amx") for f in flags)
+        cpu = f"{fields.get('model name', cpu)} ({' '.join(shown) or 'no avx2'})"
+    machine = {"cpu": f"{cpu}, {os.cpu_count()} logical CPUs", "device": str(device), "torch": torch.__version__}
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+    return machine

@@ -17,6 +17,7 @@ import math
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ from mambaseg.inference.ensemble import write_probabilities
 from mambaseg.inference.pipeline import ModelStage, Pipeline, StagePlan, WindowSettings
 from mambaseg.io import Image, write_image
 from mambaseg.io.atomic import write_text_atomically
+from mambaseg.io.locks import owned
 from mambaseg.io.progress import Progress
 from mambaseg.planning.checkpoint import load_checkpoint
 from mambaseg.planning.model import build_network, mirror_axes_for
@@ -41,7 +43,7 @@ from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
 from mambaseg.training.step import autocast_dtype
 from mambaseg.workspace.cascade import previous_stage_masks, validation_previous_masks
-from mambaseg.workspace.config import compose_train_config
+from mambaseg.workspace.config import check_resumable, compose_train_config, saved_config
 from mambaseg.workspace.layout import (
     FOLD_ALL,
     FOLD_PREFIX,
@@ -50,6 +52,7 @@ from mambaseg.workspace.layout import (
     LayoutError,
     RunFiles,
     Workspace,
+    folder_lock,
 )
 from mambaseg.workspace.preparation import (
     DatasetArg,
@@ -62,7 +65,8 @@ from mambaseg.workspace.preparation import (
     preprocess_planned,
     replan_for,
 )
-from mambaseg.workspace.runtime import barrier, distributed, make_deterministic
+from mambaseg.workspace.reports import fold_report, without_failing
+from mambaseg.workspace.runtime import barrier, distributed, machine_description, make_deterministic
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +198,8 @@ def validate_fold(
     ``predict --save-probabilities``; what find-best ensembles), ``summary.json`` (evaluate's schema: Dice, HD95
     and surface Dice per case and label), ``metrics.csv`` and ``prediction_times.json`` (the seconds each case's
     prediction took, reading and preprocessing included, writing not) into the fold's ``validation/`` folder;
-    returns the summary. Files are written in a background thread while the next case is predicted.
+    returns the summary. Files are written in a background thread while the next case is predicted. Then the fold's
+    ``report.html`` (``mambaseg.workspace.reports``; one that cannot be drawn is a warning, never a failure).
     """
     plan, plans, dataset = spec.plan, spec.plans, spec.dataset
     regions = regions_class_order(dataset)
@@ -243,12 +248,13 @@ def validate_fold(
         if writing is not None:
             writing.result()
     dtype = str(precision or torch.float32).removeprefix("torch.")
-    times = {"device": str(device), "precision": dtype, "seconds": seconds}
+    times = {"device": str(device), "precision": dtype, "machine": machine_description(device), "seconds": seconds}
     write_text_atomically(files.validation_times, json.dumps(times, indent=2))
     summary = score_held_out(pairs, dataset, plans, files.validation)
     scores = files.validation_scores
     write_summary(summary, scores.summary, scores.table)
     log.info("validation of %s: mean Dice %s", files.folder, dice_line(summary))
+    without_failing(f"fold {files.folder}", lambda: fold_report(files, dataset, device))
     return summary
 
 
@@ -349,13 +355,20 @@ def train(
         loaded = checked_dataset(dataset, ws, workers, progress if is_main else None)
         if is_main:
             plans = ensure_plans(loaded, ws, workers, progress)
-            preprocess_planned(loaded, ws, plans, [configuration], workers, progress=progress)
+            preprocess_planned(loaded, ws, plans, [configuration], workers, progress=progress, wait_for_others=True)
         barrier()
         spec = run_spec(loaded, ws, configuration, network, fold, workers)
         if validate_only:
-            summary = _validate_checkpoint(spec, config, torch_device, validation_checkpoint) if is_main else None
+            if not is_main:
+                return TrainResult(spec.files, None)
+            with owned(folder_lock(spec.files.folder), f"fold {spec.files.folder}"):
+                summary = _validate_checkpoint(spec, config, torch_device, validation_checkpoint)
             return TrainResult(spec.files, summary)
-        model = train_fold(spec, config, torch_device, continue_training)
-        settings = validation_settings(config, torch_device)
-        summary = validate_fold(spec, model, torch_device, *settings) if is_main else None
+        fold_lock = owned(folder_lock(spec.files.folder), f"fold {spec.files.folder}") if is_main else nullcontext()
+        with fold_lock:  # one command trains (or validates) a fold at a time; other ranks follow rank 0
+            if continue_training and spec.files.config.is_file():
+                check_resumable(saved_config(spec.files.config), config, spec.files.config)
+            model = train_fold(spec, config, torch_device, continue_training)
+            settings = validation_settings(config, torch_device)
+            summary = validate_fold(spec, model, torch_device, *settings) if is_main else None
     return TrainResult(spec.files, summary)

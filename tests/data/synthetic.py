@@ -16,6 +16,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from mambaseg.workspace.layout import LOCK_FILE
+
 DEFAULT_LABELS = {"background": 0, "foreground": 1}
 
 
@@ -128,9 +130,10 @@ def read_nifti_array(path: Path) -> np.ndarray:
 
 
 def file_states(root: Path) -> dict[str, tuple[str, int]]:
-    """Content hash and modification time of every file under ``root``, to show that nothing was changed."""
+    """Content hash and modification time of every file under ``root``, to show that nothing was changed; the lock
+    files of ``mambaseg.io.locks`` (``.mambaseg.lock``: whoever owns a folder while a command runs) are not data."""
     return {
         str(path.relative_to(root)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mtime_ns)
         for path in sorted(root.rglob("*"))
-        if path.is_file()
+        if path.is_file() and not path.name.endswith(LOCK_FILE)
     }

@@ -23,6 +23,7 @@ from mambaseg.cli.main import main
 from mambaseg.inference import runs
 from mambaseg.inference.batch import select_part
 from mambaseg.inference.inputs import InputCase, discover_cases
+from mambaseg.inference.rtstruct import read_rtstruct
 from mambaseg.io import Image, read_image, write_image
 from tests.data.synthetic import write_nnunet_dataset
 from tests.io.cases import DIRECTIONS_3D, write_dicom_series
@@ -95,6 +96,25 @@ def test_probabilities_are_float16_with_a_sidecar_and_match_the_mask(trained, tm
     assert sidecar["classes"] == ["background", "foreground"] and sidecar["shape"] == list(mask.array.shape)
     confident = np.abs(probabilities[1].astype(np.float32) - 0.5) > 1e-2
     np.testing.assert_array_equal((probabilities[1] > 0.5)[confident], mask.array.astype(bool)[confident])
+
+
+def test_statistics_measure_each_predicted_mask_and_the_table_survives_a_resumed_run(trained, tmp_path):
+    run, images = trained
+    assert predict(run, images, tmp_path, "--statistics", "--num-parts", "2", "--part-id", "0") == 0
+    assert predict(run, images, tmp_path, "--statistics") == 0  # the rest, then the table of every case
+    rows = (tmp_path / "statistics.csv").read_text().splitlines()
+    cases = sorted(path.name.removesuffix(".nii.gz") for path in tmp_path.glob("*.nii.gz"))
+    assert len(cases) == 3 and len(rows) == 1 + len(cases)  # a header, one structure (foreground) per case
+    for case in cases:
+        mask = read_image(tmp_path / f"{case}.nii.gz")
+        image = read_image(images / f"{case}_0000.nii.gz")
+        statistics = json.loads((tmp_path / f"{case}_statistics.json").read_text())
+        (structure,) = statistics["prediction"]["structures"]
+        inside = mask.array == 1
+        assert structure["name"] == "foreground" and structure["voxels"] == int(inside.sum())
+        assert structure["volume_ml"] == pytest.approx(inside.sum() * np.prod(mask.spacing) / 1000)
+        if inside.any():
+            assert structure["intensity"][0]["mean"] == pytest.approx(float(image.array[inside].mean()), rel=1e-5)
 
 
 def test_discovers_channel_groups_single_files_and_dicom_series(tmp_path):
@@ -208,3 +228,24 @@ def test_dicom_masks_and_dicom_seg_follow_the_source_slices(threshold_run, tmp_p
             instance.get("RescaleIntercept", 0)
         )
         np.testing.assert_array_equal(frame[0, ..., 0], values > 0, err_msg=file.name)
+
+
+def test_rtstruct_and_statistics_of_a_dicom_series_match_its_nifti_mask(threshold_run, tmp_path):
+    folder = tmp_path / "in" / "series"
+    files = write_dicom_series(_volume(DIRECTIONS_3D["oblique"], seed=3), folder, "1.2.826.0.1.3680043.8.498.78")
+    assert predict(threshold_run, folder.parent, tmp_path / "out", "--rtstruct", "--statistics") == 0
+    mask = read_image(tmp_path / "out" / "series.nii.gz")
+    structures = read_rtstruct(tmp_path / "out" / "series_rtstruct.dcm", mask)
+    inside = mask.array == 1
+    dice = 2 * (structures["foreground"] & inside).sum() / (structures["foreground"].sum() + inside.sum())
+    assert dice >= 0.95
+    referenced = {
+        item.ReferencedSOPInstanceUID
+        for roi in pydicom.dcmread(tmp_path / "out" / "series_rtstruct.dcm").ROIContourSequence
+        for contour in roi.ContourSequence
+        for item in contour.ContourImageSequence
+    }
+    assert referenced and referenced <= {pydicom.dcmread(file).SOPInstanceUID for file in files}
+    statistics = json.loads((tmp_path / "out" / "series_statistics.json").read_text())
+    assert statistics["prediction"]["structures"][0]["voxels"] == int(inside.sum())
+    assert (tmp_path / "out" / "statistics.csv").read_text().count("\nseries,") == 1

@@ -1,6 +1,5 @@
 """DICOM series written here with SimpleITK: order, geometry, several series, missing and duplicate slices."""
 
-
 import numpy as np
 import pytest
 

@@ -24,6 +24,20 @@ def test_forward_backward(name, spatial_dims):
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
 @pytest.mark.parametrize("name", NAMES)
+def test_v2_layout_forward_backward_and_autocast(name, spatial_dims):
+    check_forward_backward(name, spatial_dims, vss_version="v2", d_state=1, ssm_ratio=1.0)
+    check_deep_supervision(name, spatial_dims, vss_version="v2")
+    check_bf16_autocast(name, spatial_dims, vss_version="v2")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unknown_vss_version_is_refused(name):
+    with pytest.raises(ValueError, match=f"{name}: vss_version must be one of .*'v1'"):
+        create(name, 2, 1, 2, tiny=True, vss_version="v1")
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+@pytest.mark.parametrize("name", NAMES)
 def test_deep_supervision(name, spatial_dims):
     check_deep_supervision(name, spatial_dims)
 
@@ -59,3 +73,9 @@ def test_parameter_counts_at_paper_settings(name, expected):
 def test_vmamba_tiny_parameter_counts():
     assert n_params(VMambaClassifier(2, 3, 1000)) == pytest.approx(22.9e6, rel=0.1)
     assert n_params(VSSEncoder(2, 3)) == pytest.approx(22.1e6, rel=0.1)
+
+
+def test_vmamba_v2_tiny_parameter_count():
+    """VMamba-T[s1l8] (vssm1_tiny_0230s): 30M parameters in VMamba's README."""
+    v2_tiny = {"depths": (2, 2, 8, 2), "d_state": 1, "ssm_ratio": 1.0, "vss_version": "v2"}
+    assert n_params(VMambaClassifier(2, 3, 1000, **v2_tiny)) == pytest.approx(30e6, rel=0.02)

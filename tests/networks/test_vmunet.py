@@ -23,6 +23,19 @@ def test_deep_supervision(spatial_dims):
 
 
 @pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_v2_layout_forward_backward_and_autocast(spatial_dims):
+    check_forward_backward("vmunet", spatial_dims, vss_version="v2", d_state=1, ssm_ratio=1.0)
+    check_deep_supervision("vmunet", spatial_dims, vss_version="v2")
+    check_bf16_autocast("vmunet", spatial_dims, vss_version="v2")
+
+
+def test_v2_decoder_blocks_have_the_mlp():
+    model = create("vmunet", 2, 1, 2, tiny=True, vss_version="v2")
+    block = model.layers_up[0].blocks[0]
+    assert block.mlp is not None and not block.self_attention.gated
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
 def test_bf16_autocast(spatial_dims):
     check_bf16_autocast("vmunet", spatial_dims)
 

@@ -11,9 +11,9 @@ def n_params(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_forward_backward(name: str, spatial_dims: int) -> None:
+def check_forward_backward(name: str, spatial_dims: int, **kwargs) -> None:
     torch.manual_seed(0)
-    model = create(name, spatial_dims, 2, 3, tiny=True)
+    model = create(name, spatial_dims, 2, 3, tiny=True, **kwargs)
     x = torch.randn(2, 2, *SIZES[spatial_dims])
     y = model(x)
     assert y.shape == (2, 3, *SIZES[spatial_dims])
@@ -24,8 +24,8 @@ def check_forward_backward(name: str, spatial_dims: int) -> None:
     assert unused <= {"out_layers", "seg_layers", "ds_heads"}, f"no gradient reaches {unused}"
 
 
-def check_deep_supervision(name: str, spatial_dims: int) -> None:
-    model = create(name, spatial_dims, 1, 3, tiny=True, deep_supervision=True).eval()
+def check_deep_supervision(name: str, spatial_dims: int, **kwargs) -> None:
+    model = create(name, spatial_dims, 1, 3, tiny=True, deep_supervision=True, **kwargs).eval()
     outputs = model(torch.randn(1, 1, *SIZES[spatial_dims]))
     assert isinstance(outputs, list) and len(outputs) >= 2
     assert outputs[0].shape == (1, 3, *SIZES[spatial_dims])
@@ -34,9 +34,9 @@ def check_deep_supervision(name: str, spatial_dims: int) -> None:
     assert all(o.shape[:2] == (1, 3) and o.dim() == 2 + spatial_dims for o in outputs)
 
 
-def check_bf16_autocast(name: str, spatial_dims: int) -> None:
+def check_bf16_autocast(name: str, spatial_dims: int, **kwargs) -> None:
     torch.manual_seed(0)
-    model = create(name, spatial_dims, 1, 3, tiny=True, deep_supervision=True)
+    model = create(name, spatial_dims, 1, 3, tiny=True, deep_supervision=True, **kwargs)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = model(torch.randn(1, 1, *SIZES[spatial_dims]))
     assert all(torch.isfinite(o.float()).all() for o in outputs)

@@ -137,7 +137,7 @@ def test_user_errors():
     fp = fingerprint([(1, 1, 1)] * 2, [(36, 50, 35)] * 2)
     with pytest.raises(PlanningError, match="'nope' is not registered"):
         plan_experiment(fp, 8, "nope")
-    with pytest.raises(PlanningError, match="gpu_memory_gb must be positive, got 0"):
+    with pytest.raises(PlanningError, match="gpu_memory_gb must be a positive number of GB, got 0"):
         plan_experiment(fp, 0)
     with pytest.raises(PlanningError, match="no patch fits gpu_memory_gb=0.01 GB"):
         plan_experiment(fingerprint([(1, 1, 1)] * 2, [(100, 100, 100)] * 2), 0.01, "unet_resenc")

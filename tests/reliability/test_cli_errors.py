@@ -242,3 +242,9 @@ def test_the_export_model_usage_lines_of_the_cli_reference_parse_as_written(caps
     with pytest.raises(SystemExit):
         main(["export-model", "--help"])
     assert "usage: mambaseg export-model DATASET OUTPUT [--workspace W]" in " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-1"])
+def test_a_memory_budget_that_is_no_positive_number_names_the_option(dataset, tmp_path, capsys, budget):
+    assert main(["plan", str(dataset), "--workspace", str(tmp_path / "ws"), "--gpu-memory", budget]) == 1
+    assert f"--gpu-memory must be a positive number of GB, got {float(budget)}" in _error(capsys)

@@ -136,3 +136,18 @@ def test_empty_label_is_a_warning_and_training_may_go_on(tmp_path, capsys, monke
     out = _out(capsys)
     assert "labelsTr/case_001.nii.gz" in out and "no foreground" in out and "0 errors, 1 warnings" in out
     assert file_states(tmp_path / "raw") == before
+
+
+def test_a_declared_label_that_no_case_contains_is_a_warning_naming_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "400")
+    root = write_nnunet_dataset(tmp_path / "raw" / "Dataset001_Unused", n_cases=3, shape=SHAPE, spacing=SPACING)
+    description = json.loads((root / "dataset.json").read_text())
+    description["labels"] = {**description["labels"], "tumour": max(description["labels"].values()) + 1}
+    (root / "dataset.json").write_text(json.dumps(description))
+    report = check_dataset(load_dataset(root), max_workers=1)
+    assert report.ok and [(str(p.file), p.severity) for p in report.problems] == [
+        (str(root / "dataset.json"), "warning")
+    ]
+    assert main(["check", str(root), "--workers", "1"]) == 0
+    out = _out(capsys)
+    assert "label 'tumour'" in out and "no training case's label map contains it" in out

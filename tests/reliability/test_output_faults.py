@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -162,3 +163,24 @@ def test_an_output_is_never_an_input_file_under_any_path(tmp_path, capsys, overw
         shown = _out(capsys)
         assert f"output {output / 'case.nii.gz'} of case 'case' would be the input {scans / 'case.nii.gz'}" in shown
     assert file_states(tmp_path) == before
+
+
+def _file_size_limit(limit: int):
+    def apply() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_file_size_limit_names_the_file_being_written(tmp_path):
+    dataset = write_nnunet_dataset(tmp_path / "Dataset001_Tiny", n_cases=2, shape=(8, 12, 12), spacing=(1, 1, 1))
+    ws = tmp_path / "ws"
+    assert main(["plan", str(dataset), "--workspace", str(ws)]) == 0
+    command = [sys.executable, "-m", "mambaseg", "preprocess", str(dataset), "--workspace", str(ws), "-c", "3d_fullres"]
+    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=_file_size_limit(2000), timeout=300)
+    shown = " ".join(done.stdout.split())
+    assert done.returncode == 1, shown
+    assert "File too large" in shown and "cannot write" in shown
+    assert str(ws / "Synthetic" / "preprocessed" / "3d_fullres") in shown  # which file, not only [Errno 27]

@@ -65,3 +65,33 @@ def test_a_fold_of_another_model_is_refused_naming_its_checkpoint(trained, tmp_p
     error = capsys.readouterr().out
     assert str(mixed / "fold_1" / "checkpoint_final.pt") in error and "dataset 'Other'" in error
     assert not (tmp_path / "out").exists()
+
+
+def _error(capsys) -> str:
+    return " ".join(capsys.readouterr().out.split())
+
+
+@pytest.mark.slow
+def test_continue_extends_a_longer_run_and_refuses_other_changed_settings(tmp_path, capsys):
+    import csv
+
+    dataset = write_nnunet_dataset(tmp_path / "Dataset001_A", n_cases=5, shape=(8, 12, 12), spacing=(1, 1, 1))
+    ws = tmp_path / "ws"
+    assert _train(dataset, ws, "0", "trainer.num_epochs=2") == 0
+    fold = Workspace(ws).dataset("Synthetic").run("3d_fullres", "unet_resenc").fold(0)
+    before = file_states(fold.folder)
+    refusals = {
+        "trainer.grad_clip=1.0": "trainer.grad_clip: 12.0 -> 1.0",
+        "trainer.num_epochs=1": "trainer.num_epochs: 2 -> 1 (a run is not shortened",
+        "trainer.time_budget_minutes=5": "trainer.time_budget_minutes: None -> 5",
+    }
+    for override, named in refusals.items():
+        assert _train(dataset, ws, "0", "--continue", override) == 1, override
+        shown = _error(capsys)
+        assert "--continue resumes the run as it was configured" in shown and named in shown, shown
+    assert file_states(fold.folder) == before
+    assert _train(dataset, ws, "0", "--continue", "trainer.num_epochs=4", "num_workers=0") == 0
+    with open(fold.folder / "metrics.csv") as handle:
+        rates = [float(row["lr"]) for row in csv.DictReader(handle)]
+    assert len(rates) == 4 and rates[2] == pytest.approx(1e-2 * (1 - 2 / 4) ** 0.9, rel=1e-6)  # poly of 4 epochs
+    assert rates[3] == pytest.approx(1e-2 * (1 - 3 / 4) ** 0.9, rel=1e-6) and rates[3] > 0

@@ -159,14 +159,16 @@ def load_trained_run(run_dir: Path, configuration: str, folds: Sequence[tuple[Pa
             raise RunError(f"{plan_file}: differs from {first_plan}; folds of one run share one plan")
     first = folds[0][1]
     try:
-        saved = load_checkpoint(first).plans
-        if saved is None:
+        loaded = load_checkpoint(first)
+        if loaded.plans is None:
             raise RunError(f"{first}: the checkpoint holds no plans")
-        plans = plans_from_dict(saved, source=str(first))
+        plans = plans_from_dict(loaded.plans, source=str(first))
     except (CheckpointError, PlansError) as err:
         raise RunError(str(err)) from err
     plans = dataclasses.replace(plans, configurations={**plans.configurations, configuration: plans_by_fold[0]})
-    return TrainedRun(run_dir, configuration, plans, tuple(checkpoint for _, checkpoint in folds))
+    run = TrainedRun(run_dir, configuration, plans, tuple(checkpoint for _, checkpoint in folds))
+    check_identity(run, loaded)  # an edited plan.json is refused now, before any network is built
+    return run
 
 
 def check_identity(run: TrainedRun, checkpoint: Checkpoint) -> None:
@@ -189,11 +191,19 @@ def check_identity(run: TrainedRun, checkpoint: Checkpoint) -> None:
     record = checkpoint.extra.get("run")
     if record is None:
         return
-    if record.get("configuration") != run.configuration or plan_from_dict(record["plan"]) != run.plan:
+    if record.get("configuration") != run.configuration:
         raise RunError(
-            f"{checkpoint.path}: trained {record.get('configuration')!r} with network "
-            f"{record['plan'].get('network')!r}, not the run's {run.configuration!r} with {run.plan.network!r} "
-            "and its plan"
+            f"{checkpoint.path}: trained configuration {record.get('configuration')!r}, not the run's "
+            f"{run.configuration!r}"
+        )
+    trained = dataclasses.asdict(plan_from_dict(record["plan"]))
+    given = dataclasses.asdict(run.plan)
+    differing = [key for key in given if given[key] != trained.get(key)]
+    if differing:
+        shown = "; ".join(f"{key}: {given[key]!r} in plan.json, {trained.get(key)!r} trained" for key in differing[:3])
+        raise RunError(
+            f"{checkpoint.path}: its fold's plan.json differs from the plan the checkpoint was trained with ({shown}); "
+            "restore the fold's plan.json (a plan is changed by planning and training again, not by editing it)"
         )
 
 

@@ -95,10 +95,19 @@ def _read_state(checkpoint: str | Path | Mapping[str, torch.Tensor]) -> dict[str
         try:
             checkpoint = torch.load(path, weights_only=True, map_location="cpu")
         except pickle.UnpicklingError as err:
+            if "weights_only" not in str(err) and "Weights only" not in str(err):
+                raise ValueError(f"load_pretrained: {path} is not a PyTorch checkpoint ({err})") from err
             raise ValueError(
                 f"load_pretrained: {path} holds more than tensors (weights_only=True refused it); load it yourself "
                 "from a source you trust and pass its state dict"
             ) from err
+        except Exception as err:  # torch.load fails on other files in many ways (KeyError, RuntimeError, EOFError)
+            raise ValueError(
+                f"load_pretrained: {path} is not a PyTorch checkpoint ({type(err).__name__}: {err}); give the .pth "
+                "or .pt file of a classification checkpoint, or a mambaseg encoder.pt"
+            ) from err
+        if not isinstance(checkpoint, Mapping):
+            raise ValueError(f"load_pretrained: {path} holds a {type(checkpoint).__name__}, not a state dict")
     for holder in ("model", "state_dict", "encoder"):
         if isinstance(checkpoint.get(holder), Mapping):
             checkpoint = checkpoint[holder]

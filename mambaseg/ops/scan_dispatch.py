@@ -47,14 +47,27 @@ def _cpu_kernel_built() -> bool:
     return _cpu_kernels() is not None
 
 
-def check_backend_environment(device: torch.device) -> None:
-    """ValueError naming ``MAMBASEG_SCAN_BACKEND`` when it asks for a backend that cannot run on ``device``.
+SLOW_PATH = (
+    "the compiled CPU kernel of the selective scan could not be built (see the warning above: a C++ compiler is "
+    "needed at first use), so the scan runs its plain-PyTorch reference, 50 to 130 times slower; install g++ or "
+    "clang, or set MAMBASEG_SCAN_BACKEND=cpu to fail instead of running slowly"
+)
 
-    Called before long work starts, so that a wrong setting fails at once rather than at the first scan.
+
+def check_backend_environment(device: torch.device) -> None:
+    """Before long work starts: a ValueError naming ``MAMBASEG_SCAN_BACKEND`` when it asks for a backend that cannot
+    run on ``device`` (``cpu`` included, where the CPU kernel cannot be built), so that a wrong setting fails at once
+    rather than at the first scan; and, on the CPU without that setting, a warning at every command whose scans
+    would take the slow reference because the kernel cannot be built.
     """
     backend = os.environ.get(BACKEND_ENV)
     if not backend:
+        if device.type == "cpu" and _cpu_kernels() is None:
+            log.warning("selective_scan: %s", SLOW_PATH)
         return
+    if backend == "cpu" and (device.type != "cpu" or _cpu_kernels() is None):
+        where = f"the device is {device}" if device.type != "cpu" else "the CPU kernel cannot be built here"
+        raise ValueError(f"{BACKEND_ENV}=cpu: {where}; unset it to let the scan choose its backend")
     if backend not in BACKENDS:
         raise ValueError(f"{BACKEND_ENV}={backend!r} is not a selective-scan backend; choose one of {BACKENDS}")
     if backend in ("triton", "mamba_ssm") and device.type != "cuda":

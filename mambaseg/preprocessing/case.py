@@ -249,7 +249,18 @@ def preprocess_case(
 def preprocess_image_for_inference(
     images: Sequence[Image], spec: PreprocessingSpec
 ) -> tuple[np.ndarray, CaseProperties]:
-    """Preprocesses the channels of one new case exactly as training cases were; returns data and properties."""
+    """Preprocesses the channels of one new case exactly as training cases were; returns data and properties.
+
+    Raises:
+        ValueError: an image of another number of axes than the model's training images, naming its file.
+    """
+    trained_ndim = None if spec.transpose_forward is None else len(spec.transpose_forward)
+    for image in images:
+        if trained_ndim is not None and image.ndim != trained_ndim:
+            raise ValueError(
+                f"{image.source or 'the image'}: a {image.ndim}-D image of shape {image.array.shape}; the model was "
+                f"trained on {trained_ndim}-D images and predicts only those"
+            )
     data, _, properties = preprocess_case(images, None, spec)
     return data, properties
 

@@ -4,14 +4,16 @@ A configuration's preprocessed folder (the workspace layout names it) holds one 
 ``mambaseg.preprocessing.storage``) and ``preprocessing.json``, the spec the cases were made with.
 
 Each case's JSON records what the case was made from (``made_from``): the SHA-256 of every source file's content
-(image channels and label, by their path in the dataset folder) and of the spec that matters (target spacing,
-normalisation, axis order, the labels located for oversampling). A re-run skips a finished case only when that
-record equals the current one; a case whose sources or spec changed (or that has no record) is made again and
-the log says which and why. ``force`` redoes every case.
+(image channels and label, by their path in the dataset folder), of the spec that matters (target spacing,
+normalisation, axis order, the labels located for oversampling) and of the code that made it (``code_digest``: the
+source of this package, so that a change in cropping, resampling or normalisation code makes the cases again). A
+re-run skips a finished case only when that record equals the current one; a case whose sources, spec or code
+changed (or that has no record) is made again and the log says which and why. ``force`` redoes every case.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -81,10 +83,25 @@ def spec_digest(spec: PreprocessingSpec, labels: Sequence[int]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+@functools.cache
+def code_digest() -> str:
+    """SHA-256 of the source of ``mambaseg.preprocessing`` (every module, by name and content): what made a case."""
+    digest = hashlib.sha256()
+    for module in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(module.name.encode())
+        digest.update(module.read_bytes())
+    return digest.hexdigest()
+
+
 def made_from(case: Case, root: Path, spec_sha: str) -> dict[str, Any]:
-    """The record of what ``case`` is made from: ``spec_sha`` and each source file's digest by its path in ``root``."""
+    """The record of what ``case`` is made from: ``spec_sha``, the code's digest and each source file's digest by its
+    path in ``root``."""
     files = [*case.image_files, *([case.label_file] if case.label_file is not None else [])]
-    return {"spec": spec_sha, "files": {_relative(path, root): file_digest(path) for path in files}}
+    return {
+        "spec": spec_sha,
+        "code": code_digest(),
+        "files": {_relative(path, root): file_digest(path) for path in files},
+    }
 
 
 def stale_reason(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:
@@ -93,6 +110,8 @@ def stale_reason(recorded: Mapping[str, Any] | None, current: Mapping[str, Any])
         return "it has no record of what it was made from (written by an older mambaseg, or its JSON is unreadable)"
     if recorded.get("spec") != current["spec"]:
         return "the preprocessing spec changed since it was made"
+    if recorded.get("code") != current["code"]:
+        return "the preprocessing code changed since it was made (another mambaseg, or an edited one)"
     old = recorded.get("files")
     old = old if isinstance(old, dict) else {}
     changed = [path for path, digest in current["files"].items() if path in old and old[path] != digest]

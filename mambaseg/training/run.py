@@ -15,12 +15,14 @@ import dataclasses
 import logging
 import os
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from mambaseg.planning.checkpoint import load_checkpoint, unwrap_model
+from mambaseg.planning.memory import estimate_memory
 from mambaseg.planning.model import build_network, mirror_axes_for
 from mambaseg.training.checkpoint import restore_run, resume_checkpoint
 from mambaseg.training.distributed import rank_and_world
@@ -78,6 +80,47 @@ def per_process_batch(batch_size: int, world: int) -> int:
     return batch_size // world
 
 
+GIB = 2**30
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The memory a training on ``device`` can use: a CUDA device's total, the CPU's available RAM (Linux's
+    ``MemAvailable``); None where it cannot be told."""
+    if device.type == "cuda":
+        return int(torch.cuda.get_device_properties(device).total_memory)
+    if device.type != "cpu":
+        return None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_memory_fits(spec: RunSpec, batch_size: int, device: torch.device) -> None:
+    """ValueError naming ``batch_size`` when a training step at that batch and the plan's patch needs more memory
+    than ``device`` has, by the planner's memory model (``mambaseg.planning.memory``): refused before training
+    starts, instead of failing to allocate minutes into it."""
+    plan, plans = spec.plan, spec.plans
+    available = device_memory_bytes(device)
+    if available is None:
+        return
+    in_channels = len(plans.channel_names) + plan.extra_input_channels
+    estimate = estimate_memory(
+        plan.network, len(plan.patch_size), in_channels, plans.num_classes, plan.network_kwargs, plan.patch_size
+    )
+    needed = estimate.total_bytes(batch_size)
+    if needed > available:
+        raise ValueError(
+            f"batch_size={batch_size} with patch {list(plan.patch_size)}: a training step of {plan.network} needs "
+            f"about {needed / GIB:.1f} GB by the planner's memory model, and {device} has {available / GIB:.1f} GB "
+            f"available; lower batch_size (the plan's is {plan.batch_size}, which fits "
+            f"{estimate.total_bytes(plan.batch_size) / GIB:.1f} GB)"
+        )
+
+
 def train_fold(
     spec: RunSpec, config: Mapping[str, Any], device: torch.device, continue_training: bool = False
 ) -> torch.nn.Module:
@@ -93,6 +136,7 @@ def train_fold(
     is_main = rank == 0
     plan, plans = spec.plan, spec.plans
     batch_size = per_process_batch(int(config["batch_size"] or plan.batch_size), world)  # before anything is written
+    check_memory_fits(spec, batch_size, device)
     checkpoint_path = resume_checkpoint(spec.files, continue_training)
     amp = LoopSettings.from_config(config["trainer"]).amp
     spatial_dims = len(plan.patch_size)

@@ -52,6 +52,7 @@ import mambaseg
 from mambaseg.inference.postprocessing import InferenceInstructions, check_steps, load_instructions
 from mambaseg.inference.runs import ModelDescription, RunError, TrainedRun, check_compatible
 from mambaseg.io.atomic import write_atomically
+from mambaseg.io.limits import MAX_COMPRESSION_RATIO
 from mambaseg.io.locks import owned
 from mambaseg.planning.checkpoint import CheckpointError, weights_only_copy
 from mambaseg.workspace.layout import (
@@ -63,7 +64,7 @@ from mambaseg.workspace.layout import (
     file_lock,
 )
 from mambaseg.workspace.models import find_described_model, find_instructed_runs, find_run, with_previous_stage
-from mambaseg.workspace.preparation import WorkspaceArg, open_workspace
+from mambaseg.workspace.preparation import WorkspaceArg, dataset_files, open_workspace
 
 FORMAT = "mambaseg-model"
 FORMAT_VERSION = 2
@@ -183,10 +184,13 @@ def _export_zip(
     if checkpoint not in ("final", "best"):
         raise ModelArchiveError(f"checkpoint {checkpoint!r}: export final or best")
     ws = open_workspace(workspace)
-    files = ws.dataset(dataset)
+    files = dataset_files(dataset, ws)
     if not files.folder.is_dir():
-        known = sorted(p.parent.parent.name for p in ws.root.glob("*/runs/"))
-        raise ModelArchiveError(f"{files.folder}: no dataset {dataset!r} in the workspace (with runs: {known})")
+        known = sorted(p.parent.name for p in ws.root.glob("*/runs/"))
+        raise ModelArchiveError(
+            f"{files.folder}: no dataset {dataset!r} in the workspace (trained datasets: {', '.join(known) or 'none'})"
+        )
+    dataset = files.name
     chosen, source = chosen_model(ws, files, runs, folds, checkpoint)
     model = _MODEL
     inside = model.workspace.dataset(dataset)
@@ -367,6 +371,7 @@ def _extract(archive: Path, zipped: zipfile.ZipFile, manifest: dict[str, Any], t
     if missing:
         raise ModelArchiveError(f"{archive}: {missing[0]!r} is in the manifest but not in the zip")
     target.folder.parent.mkdir(parents=True, exist_ok=True)
+    check_entry_sizes(archive, infos, target.folder.parent)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.folder.name}.", suffix=".tmp", dir=target.folder.parent))
     try:
         for info in infos:
@@ -395,6 +400,23 @@ def _extract(archive: Path, zipped: zipfile.ZipFile, manifest: dict[str, Any], t
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_entry_sizes(archive: Path, infos: list[zipfile.ZipInfo], folder: Path) -> None:
+    """Before anything is extracted: no entry expands beyond what compression can reach (a zip bomb), and the
+    entries fit the free space of ``folder`` (zipfile never yields more than an entry declares)."""
+    for info in infos:
+        if info.file_size > MAX_COMPRESSION_RATIO * max(info.compress_size, 1):
+            raise ModelArchiveError(
+                f"{archive}: entry {info.filename!r} claims {info.file_size} bytes from {info.compress_size} stored, "
+                f"more than {MAX_COMPRESSION_RATIO}:1 compression reaches; refused"
+            )
+    needed = sum(info.file_size for info in infos)
+    free = shutil.disk_usage(folder).free
+    if needed > free:
+        raise ModelArchiveError(
+            f"{archive}: extracting needs {needed / 2**20:.0f} MiB and {folder} has {free / 2**20:.0f} MiB free"
+        )
 
 
 def _check_extracted(archive: Path, manifest_bytes: bytes, target: ExportedModelFiles) -> None:
@@ -464,6 +486,15 @@ def load_exported_model(
         raise ModelArchiveError(
             f"{archive}: holds the {manifest['checkpoint']} checkpoints, not checkpoint {checkpoint!r}"
         )
+    try:
+        return _model_of(archive, target, manifest)
+    except (ModelArchiveError, RunError):
+        shutil.rmtree(target.folder, ignore_errors=True)  # a model that cannot be used is not kept extracted
+        raise
+
+
+def _model_of(archive: Path, target: ExportedModelFiles, manifest: dict[str, Any]) -> ModelDescription:
+    """The model an extracted zip describes, checked against its ``dataset.json``."""
     description_file = target.workspace.dataset(manifest["dataset"]).dataset_json
     try:
         description = json.loads(description_file.read_text())

@@ -45,7 +45,7 @@ from mambaseg.io.progress import Progress
 from mambaseg.ops.scan_dispatch import check_backend_environment
 from mambaseg.workspace.export import is_model_archive, load_exported_model
 from mambaseg.workspace.models import find_instructed_runs, find_model
-from mambaseg.workspace.preparation import WorkspaceArg, open_workspace
+from mambaseg.workspace.preparation import WorkspaceArg, dataset_files, open_workspace
 from mambaseg.workspace.program import DEVICE as PROGRAM_DEVICE
 from mambaseg.workspace.program import is_program, program_model
 from mambaseg.workspace.runtime import resolve_device
@@ -92,7 +92,8 @@ def open_model(
     elif folds:
         raise ValueError(f"folds {' '.join(folds)}: with dataset the instructions choose the folds; give a model")
     else:
-        description = find_instructed_runs(open_workspace(workspace), dataset, checkpoint or "final")
+        ws = open_workspace(workspace)
+        description = find_instructed_runs(ws, dataset_files(dataset, ws).name, checkpoint or "final")
     return partial(build_pipeline, description), _describe_info(description)
 
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from mambaseg.data import CheckReport, Dataset, check_dataset, load_dataset
+from mambaseg.data import CheckReport, Dataset, DatasetError, check_dataset, load_dataset
 from mambaseg.io.locks import owned
 from mambaseg.io.progress import Progress
 from mambaseg.planning.fingerprint import Fingerprint, extract_fingerprint
@@ -22,7 +22,7 @@ from mambaseg.planning.plans import Plans, load_plans
 from mambaseg.planning.transfer import transfer_plans
 from mambaseg.preprocessing import preprocess_dataset
 from mambaseg.preprocessing.dataset import PreprocessSummary
-from mambaseg.workspace.layout import Workspace, folder_lock, resolve_workspace
+from mambaseg.workspace.layout import DatasetFiles, Workspace, folder_lock, resolve_workspace
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,20 @@ def open_dataset(dataset: DatasetArg, workspace: WorkspaceArg = None) -> Dataset
     if isinstance(dataset, Dataset):
         return dataset
     return load_dataset(open_workspace(workspace).dataset_source(dataset))
+
+
+def dataset_files(dataset: str | os.PathLike, workspace: Workspace) -> DatasetFiles:
+    """The workspace folder of a dataset given as any command takes it: its name in the workspace, its raw folder,
+    or its name or id under ``WORKSPACE/raw`` (read for its name). A dataset found nowhere gives the folder its
+    name would have, for the caller's message."""
+    plain = Path(dataset).name == str(dataset)  # a name, not a path (a path would join as itself)
+    named = workspace.dataset(Path(dataset).name)
+    if plain and named.folder.is_dir():
+        return named
+    try:
+        return workspace.dataset(open_dataset(dataset, workspace).name)
+    except (DatasetError, OSError):
+        return named
 
 
 def check(

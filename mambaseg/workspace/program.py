@@ -54,7 +54,7 @@ from mambaseg.io.atomic import write_atomically
 from mambaseg.planning.model import mirror_axes_for
 from mambaseg.planning.plans import Plans, PlansError, plans_from_dict
 from mambaseg.workspace.export import ExportedModel, ModelArchiveError, chosen_model, run_entry, sha256_of
-from mambaseg.workspace.preparation import WorkspaceArg, open_workspace
+from mambaseg.workspace.preparation import WorkspaceArg, dataset_files, open_workspace
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +146,10 @@ def export_program(
     if checkpoint not in ("final", "best"):
         raise ProgramError(f"checkpoint {checkpoint!r}: export final or best")
     ws = open_workspace(workspace)
-    files = ws.dataset(dataset)
+    files = dataset_files(dataset, ws)
     if not files.folder.is_dir():
         raise ProgramError(f"{files.folder}: no dataset {dataset!r} in the workspace")
+    dataset = files.name
     chosen, source = chosen_model(ws, files, runs, folds, checkpoint)
     postprocessing = chosen.postprocessing
     if len(chosen.runs) != 1:

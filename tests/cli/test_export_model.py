@@ -112,7 +112,12 @@ def test_errors_name_the_option_and_the_zip(trained, tmp_path, capsys):
     assert main(["export-model", "Synthetic", str(zipped), "--workspace", str(ws), "--folds", "0"]) == 1
     assert "--folds 0: the inference instructions choose them; give --runs too" in capsys.readouterr().out
     assert main(["export-model", "Other", str(zipped), "--workspace", str(ws)]) == 1
-    assert "no dataset 'Other' in the workspace" in capsys.readouterr().out
+    assert "no dataset 'Other' in the workspace (trained datasets: Synthetic)" in capsys.readouterr().out
+    folder_form = tmp_path / "by_folder.zip"  # the dataset's folder, as every command takes it
+    assert main(["export-model", str(images.parent), str(folder_form), "--workspace", str(ws)]) == 0
+    with zipfile.ZipFile(folder_form) as archive:
+        assert json.loads(archive.read("manifest.json"))["dataset"] == "Synthetic"
+    capsys.readouterr()
     assert main(["export-model", "Synthetic", str(zipped), "--workspace", str(ws), "--checkpoint", "best"]) == 0
     assert predict(images, tmp_path / "out", "-m", str(zipped), "--workspace", str(tmp_path / "w"), "-f", "0") == 1
     assert "an exported model predicts with the folds it holds" in capsys.readouterr().out

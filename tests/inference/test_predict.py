@@ -249,3 +249,14 @@ def test_rtstruct_and_statistics_of_a_dicom_series_match_its_nifti_mask(threshol
     statistics = json.loads((tmp_path / "out" / "series_statistics.json").read_text())
     assert statistics["prediction"]["structures"][0]["voxels"] == int(inside.sum())
     assert (tmp_path / "out" / "statistics.csv").read_text().count("\nseries,") == 1
+
+
+def test_a_2d_image_given_to_a_3d_model_is_refused_naming_the_file(trained, tmp_path, capsys):
+    run, _ = trained
+    flat = tmp_path / "in" / "slice.nii.gz"
+    write_image(Image(np.zeros((12, 12), np.float32), (1.0, 1.0), (0.0, 0.0), (1.0, 0.0, 0.0, 1.0)), flat)
+    capsys.readouterr()
+    assert predict(run, flat, tmp_path / "out") == 1
+    shown = " ".join(capsys.readouterr().out.split())
+    assert f"{flat}: a 2-D image of shape (12, 12); the model was trained on 3-D images" in shown
+    assert not (tmp_path / "out" / "slice.nii.gz").exists()

@@ -7,6 +7,7 @@ import torch
 
 import mambaseg.ops.scan_dispatch as scan_module
 from mambaseg.ops import resolve_backend, selective_scan, selective_scan_reference
+from mambaseg.ops.scan_dispatch import check_backend_environment
 from tests.ops.scan_cases import ScanCase, make_inputs
 
 
@@ -111,3 +112,15 @@ def test_last_state_continues_the_scan(inputs):
     y_second = selective_scan(**second, backend="cpu")
     torch.testing.assert_close(y_second + carried, y_full[..., 6:], rtol=1e-4, atol=1e-5)
     assert last_full.shape == (1, 4, 3)
+
+
+def test_without_a_compiler_every_command_warns_and_a_cpu_override_fails_before_work(monkeypatch, caplog):
+    monkeypatch.setattr(scan_module, "_cpu_kernels", lambda: None)
+    monkeypatch.delenv(scan_module.BACKEND_ENV, raising=False)
+    with caplog.at_level(logging.WARNING, logger="mambaseg.ops.scan_dispatch"):
+        check_backend_environment(torch.device("cpu"))
+        check_backend_environment(torch.device("cpu"))  # each command says it, not only the first
+    assert caplog.text.count("runs its plain-PyTorch reference, 50 to 130 times slower") == 2
+    monkeypatch.setenv(scan_module.BACKEND_ENV, "cpu")
+    with pytest.raises(ValueError, match="MAMBASEG_SCAN_BACKEND=cpu: the CPU kernel cannot be built here"):
+        check_backend_environment(torch.device("cpu"))

@@ -156,3 +156,17 @@ def test_the_record_names_every_source_file_with_its_digest(dataset, tmp_path):
     assert sorted(record["files"]) == ["imagesTr/case_a_0000.nii.gz", "labelsTr/case_a.nii.gz"]
     label = _label_path(dataset, "case_a")
     assert record["files"]["labelsTr/case_a.nii.gz"] == hashlib.sha256(label.read_bytes()).hexdigest()
+
+
+def test_cases_made_by_other_preprocessing_code_are_made_again(dataset, tmp_path, caplog, monkeypatch):
+    import mambaseg.preprocessing.dataset as preprocessing_dataset
+
+    folder = tmp_path / "out"
+    preprocess_cases(dataset, SPEC, folder, workers=0)
+    recorded = json.loads(case_files(folder, "case_a")[1].read_text())["made_from"]["code"]
+    assert recorded == preprocessing_dataset.code_digest()
+    monkeypatch.setattr(preprocessing_dataset, "code_digest", lambda: "0" * 64)  # an edited resampling, say
+    again = preprocess_cases(dataset, SPEC, folder, workers=0)
+    assert again.redone == NAMES
+    assert "case case_a is preprocessed again: the preprocessing code changed" in caplog.text
+    assert preprocess_cases(dataset, SPEC, folder, workers=0).redone == ()

@@ -248,3 +248,22 @@ def test_the_export_model_usage_lines_of_the_cli_reference_parse_as_written(caps
 def test_a_memory_budget_that_is_no_positive_number_names_the_option(dataset, tmp_path, capsys, budget):
     assert main(["plan", str(dataset), "--workspace", str(tmp_path / "ws"), "--gpu-memory", budget]) == 1
     assert f"--gpu-memory must be a positive number of GB, got {float(budget)}" in _error(capsys)
+
+
+def test_a_text_file_as_pretrained_weights_is_named_as_not_a_checkpoint(dataset, tmp_path, capsys):
+    notes = tmp_path / "weights.pth"
+    notes.write_text("these are not weights\n" * 20)
+    command = ["train", str(dataset), "--workspace", str(tmp_path / "ws"), "-c", "2d", "-n", "vmunet", "num_workers=0"]
+    assert main([*command, "trainer=cpu_short", f"network.pretrained={notes}"]) == 1
+    shown = _error(capsys)
+    assert f"{notes} is not a PyTorch checkpoint" in shown and "KeyError: 101" not in shown.split("(")[0]
+
+
+def test_a_batch_that_cannot_fit_the_device_is_refused_before_training(dataset, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("mambaseg.training.run.device_memory_bytes", lambda device: 2**30)  # a 1 GB machine
+    assert _train(dataset, tmp_path / "ws", "batch_size=4096") == 1
+    shown = _error(capsys)
+    assert "batch_size=4096 with patch" in shown and "by the planner's memory model, and cpu has 1.0 GB" in shown
+    assert "lower batch_size (the plan's is" in shown
+    fold = tmp_path / "ws" / "Synthetic" / "runs" / "3d_fullres__unet_resenc" / "fold_0"
+    assert not (fold / "config.yaml").exists()  # refused before anything of the run was written

@@ -95,3 +95,23 @@ def test_continue_extends_a_longer_run_and_refuses_other_changed_settings(tmp_pa
         rates = [float(row["lr"]) for row in csv.DictReader(handle)]
     assert len(rates) == 4 and rates[2] == pytest.approx(1e-2 * (1 - 2 / 4) ** 0.9, rel=1e-6)  # poly of 4 epochs
     assert rates[3] == pytest.approx(1e-2 * (1 - 3 / 4) ** 0.9, rel=1e-6) and rates[3] > 0
+
+
+@pytest.mark.slow
+def test_an_edited_plan_json_is_refused_naming_the_field(trained, tmp_path, capsys):
+    import json
+
+    ws, dataset = trained
+    run = Workspace(ws).dataset("Synthetic").run("3d_fullres", "unet_resenc")
+    edited = tmp_path / "edited" / run.name
+    shutil.copytree(run.folder, edited)
+    plan_file = edited / "fold_0" / "plan.json"
+    plan = json.loads(plan_file.read_text())
+    plan["patch_size"] = [size * 2 for size in plan["patch_size"]]
+    plan_file.write_text(json.dumps(plan))
+    images = dataset / "imagesTs"
+    capsys.readouterr()
+    assert main(["predict", "-i", str(images), "-o", str(tmp_path / "out"), "-m", str(edited)]) == 1
+    shown = _error(capsys)
+    assert "its fold's plan.json differs from the plan the checkpoint was trained with (patch_size:" in shown
+    assert not (tmp_path / "out").exists()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import stat
 import zipfile
 from pathlib import Path
@@ -19,6 +20,7 @@ import mambaseg
 from mambaseg.cli.main import main
 from mambaseg.workspace.export import (
     ModelArchiveError,
+    check_entry_sizes,
     is_model_archive,
     load_exported_model,
     manifest_digest,
@@ -183,3 +185,15 @@ def test_an_entry_that_is_not_json_is_refused_naming_it(tmp_path):
     archive = write_zip(tmp_path / "model.zip", files, content)
     with pytest.raises(ModelArchiveError, match=r"model.zip: Synthetic/dataset.json: not a readable JSON file"):
         load_exported_model(archive, tmp_path / "ws")
+
+
+def test_entries_beyond_any_compression_or_the_free_space_are_refused_before_extracting(tmp_path, monkeypatch):
+    archive = write_zip(tmp_path / "model.zip")
+    bomb = zipfile.ZipInfo(f"{RUN}/fold_0/checkpoint_final.pt")
+    bomb.file_size, bomb.compress_size = 10**10, 10**6  # what a crafted header may claim: 10000:1
+    with pytest.raises(ModelArchiveError, match=r"claims 10000000000 bytes from 1000000 stored, more than 1100:1"):
+        check_entry_sizes(archive, [bomb], tmp_path)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9, 1000))
+    with pytest.raises(ModelArchiveError, match=r"model.zip: extracting needs 0 MiB and .* has 0 MiB free"):
+        open_model_archive(archive, tmp_path / "ws")
+    assert not any((tmp_path / "ws" / "exported_models").iterdir())

@@ -233,5 +233,13 @@ def build_optimization(
         total_steps: number of epochs in the run.
     """
     opt_kwargs, sched_kwargs = dict(optim_cfg["optimizer"]), dict(optim_cfg["scheduler"])
-    optimizer = build_optimizer(opt_kwargs.pop("name"), model, **opt_kwargs)
-    return optimizer, build_scheduler(sched_kwargs.pop("name"), optimizer, total_steps, **sched_kwargs)
+    where = f"trainer.optimizers.{optim_cfg['preset']}" if "preset" in optim_cfg else "the optimizer preset"
+    try:
+        optimizer = build_optimizer(opt_kwargs.pop("name"), model, **opt_kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{where}.optimizer: {err}") from err
+    try:
+        scheduler = build_scheduler(sched_kwargs.pop("name"), optimizer, total_steps, **sched_kwargs)
+    except (ValueError, TypeError) as err:
+        raise ValueError(f"{where}.scheduler: {err}") from err
+    return optimizer, scheduler

@@ -267,3 +267,11 @@ def test_a_batch_that_cannot_fit_the_device_is_refused_before_training(dataset, 
     assert "lower batch_size (the plan's is" in shown
     fold = tmp_path / "ws" / "Synthetic" / "runs" / "3d_fullres__unet_resenc" / "fold_0"
     assert not (fold / "config.yaml").exists()  # refused before anything of the run was written
+
+
+def test_a_bad_warm_up_names_the_setting_to_change(dataset, tmp_path, capsys):
+    preset = "trainer.optimizers.adamw_vmunet.scheduler"
+    command = ["train", str(dataset), "--workspace", str(tmp_path / "ws"), "-c", "2d", "-n", "vmunet"]
+    assert main([*command, "trainer=cpu_short", "num_workers=0", f"{preset}.warmup_steps=-3"]) == 1
+    shown = _error(capsys)
+    assert f"{preset}: total_steps must be >= 1 and warmup_steps >= 0, got 20, -3" in shown

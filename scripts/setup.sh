@@ -18,5 +18,8 @@ else
     echo "setup: installing torch==2.13.0"
     "$venv_python" -m pip install --quiet torch==2.13.0
 fi
-"$venv_python" -m pip install --quiet -e ".[dev]"
+# The build needs torch (setup.py prebuilds the CPU kernel for wheels; an editable install compiles nothing): build
+# against the venv's own torch instead of resolving another one in an isolated build environment.
+"$venv_python" -m pip install --quiet "setuptools>=64" wheel
+"$venv_python" -m pip install --quiet --no-build-isolation -e ".[dev]"
 echo "setup: done; activate with 'source .venv/bin/activate'"

@@ -8,7 +8,8 @@ one run; ``-m MODEL.zip`` predicts with a model written by ``mambaseg export-mod
 their probabilities averaged, then its postprocessing.
 
 INPUT is an image file, a folder of image files (nnU-Net channel names ``CASE_0000.nii.gz`` are grouped
-into cases), a DICOM series folder, or a folder of DICOM series folders. Masks are written as
+into cases; a folder of ``CASE_0000`` files only, e.g. RGB PNGs, has a case per file), a DICOM series folder, or a
+folder of DICOM series folders. Masks are written as
 ``CASE.nii.gz`` in each input's geometry; outputs that exist are skipped unless ``--overwrite``, so
 running the command again resumes. Under ``torchrun`` each process predicts its share of the cases.
 """

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mambaseg.data.dataset import Case, Dataset
-from mambaseg.io import Image, geometry_differences
+from mambaseg.io import ChannelFilesError, Image, geometry_differences
 from mambaseg.io.progress import Progress, as_progress
 
 logger = logging.getLogger(__name__)
@@ -198,6 +198,8 @@ def _check_case(case: Case, declared: Iterable[int]) -> _CaseSummary:
     if all(path.exists() for path in case.image_files):
         try:
             images = case.load_images()
+        except ChannelFilesError as error:
+            problems.append(Problem(error.path, error.reason))
         except Exception as error:  # a checker reports whatever a reader raises, and goes on
             problems.append(Problem(case.image_files[0], f"cannot be read: {_describe(error, case.image_files[0])}"))
     if images:
@@ -207,6 +209,8 @@ def _check_case(case: Case, declared: Iterable[int]) -> _CaseSummary:
     if case.label_file is not None and case.label_file.exists():
         try:
             label = case.load_label()
+        except ChannelFilesError as error:
+            problems.append(Problem(error.path, error.reason))
         except Exception as error:  # a checker reports whatever a reader raises, and goes on
             problems.append(Problem(case.label_file, f"cannot be read: {_describe(error, case.label_file)}"))
         else:
@@ -285,7 +289,7 @@ def _check_consistency(dataset: Dataset, cases: tuple[Case, ...], summaries: lis
     for case, summary in zip(cases, summaries, strict=True):
         if summary.n_channels is not None and summary.n_channels != n_declared:
             message = f"{summary.n_channels} channels, but dataset.json declares {n_declared}: {dataset.channel_names}"
-            problems.append(Problem(case.image_files[0], message))
+            problems.append(Problem(case.image_files[0], message + _channel_hint(dataset, case, summary.n_channels)))
     dims = Counter(summary.ndim for summary in summaries if summary.ndim is not None)
     if len(dims) > 1:
         usual = dims.most_common(1)[0][0]
@@ -294,6 +298,22 @@ def _check_consistency(dataset: Dataset, cases: tuple[Case, ...], summaries: lis
                 message = f"a {summary.ndim}-D image among {usual}-D ones: 2-D and 3-D cases cannot be mixed"
                 problems.append(Problem(case.image_files[0], message))
     return problems
+
+
+def _channel_hint(dataset: Dataset, case: Case, n_found: int) -> str:
+    """What would make a case of one file fit ``channel_names``."""
+    n_declared = len(dataset.channel_names)
+    if len(case.image_files) != 1:
+        return ""
+    if n_found > n_declared:
+        return '; channel_names needs one entry per channel of the file, e.g. {"0": "R", "1": "G", "2": "B"} for RGB'
+    name, ending = case.name, dataset.file_ending
+    if case.image_files[0].name != f"{name}_0000{ending}":
+        return ""
+    return (
+        f"; give one file holding all {n_declared} channels, or one file per channel "
+        f"({name}_0000{ending} to {name}_{n_declared - 1:04d}{ending})"
+    )
 
 
 def _case_files(case: Case) -> tuple[Path, ...]:

@@ -8,6 +8,9 @@ nnU-Net v2::
     labelsTr/CASE.nii.gz
     imagesTs/CASE_0000.nii.gz                           optional, no labels
 
+A case whose only image file is ``CASE_0000`` holds every channel in it (nnU-Net's natural images:
+``CASE_0000.png`` in RGB for ``{"0": "R", "1": "G", "2": "B"}``).
+
 An nnU-Net v2 ``dataset.json`` may instead list the files under ``"dataset"``:
 ``{"CASE": {"images": ["a.nii.gz", ...], "label": "b.nii.gz"}}`` (paths relative to the folder).
 
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mambaseg.io import Image, read_image, read_image_channels
+from mambaseg.io import ChannelFilesError, Image, read_case_channels, read_image_channels
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +57,26 @@ class Case:
     label_file: Path | None
 
     def load_images(self) -> list[Image]:
-        """One image per channel, in channel order; a single 4-D file is split into its channels."""
-        if len(self.image_files) == 1:
-            return read_image_channels(self.image_files[0])
-        return [read_image(path) for path in self.image_files]
+        """One image per channel, in channel order: a single file (4-D NIfTI, RGB PNG) is split into its channels,
+        several files give one channel each (``mambaseg.io.read_case_channels``)."""
+        return read_case_channels(self.image_files)
 
     def load_label(self) -> Image | None:
-        """The label map, or None for a case without one."""
-        return None if self.label_file is None else read_image(self.label_file)
+        """The label map, or None for a case without one.
+
+        Raises:
+            ChannelFilesError: a label file of several channels (an RGB PNG), naming it.
+        """
+        if self.label_file is None:
+            return None
+        channels = read_image_channels(self.label_file)
+        if len(channels) != 1:
+            raise ChannelFilesError(
+                self.label_file,
+                f"a label map has one channel, this file holds {len(channels)} (an RGB PNG, a 4-D NIfTI?); save it "
+                "as a single-channel image of label values (a greyscale PNG, a 3-D NIfTI)",
+            )
+        return channels[0]
 
 
 @dataclass(frozen=True)
@@ -270,7 +285,12 @@ def _discover_nnunet_test_images(folder: Path, file_ending: str, n_channels: int
 
 
 def _channel_files(folder: Path, name: str, file_ending: str, n_channels: int) -> tuple[Path, ...]:
-    return tuple(folder / f"{name}_{channel:04d}{file_ending}" for channel in range(n_channels))
+    """``CASE_0000`` to ``CASE_{n_channels - 1}``; or ``CASE_0000`` alone, holding every channel, when it is the
+    case's only image file (nnU-Net's natural images: an RGB PNG for ``{"0": "R", "1": "G", "2": "B"}``)."""
+    files = tuple(folder / f"{name}_{channel:04d}{file_ending}" for channel in range(n_channels))
+    if files[0].exists() and not any(path.exists() for path in files[1:]):
+        return files[:1]
+    return files
 
 
 def _files_ending(folder: Path, file_ending: str) -> list[Path]:

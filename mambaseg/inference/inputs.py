@@ -5,6 +5,7 @@ An input is one of:
 * an image file (NIfTI, NRRD, MHA, ...): one case named after the file;
 * a folder of image files: when every name ends in a channel suffix ``_XXXX`` (nnU-Net's
   ``CASE_0000.nii.gz``) the files are grouped into cases by the part before it, else each file is a case;
+  when every suffix is ``_0000`` each file is a case holding every channel (nnU-Net's RGB ``CASE_0000.png``);
 * a folder holding DICOM series: one case per series, named after the folder (several series in one
   folder: after their SeriesInstanceUID). Files in it that are not DICOM images (a ``preview.png``, a
   DICOMDIR, a report) are ignored with a log line, and a localizer beside the main series is skipped with one,
@@ -32,8 +33,8 @@ from mambaseg.io import (
     image_extension,
     list_dicom_series,
     main_series,
+    read_case_channels,
     read_dicom_series,
-    read_image_channels,
 )
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def _is_image_file(path: Path) -> bool:
 
 def _file_cases(folder: Path, files: list[Path], n_channels: int | None) -> list[InputCase]:
     """Cases of a folder of image files: grouped by nnU-Net's channel names ``CASE_XXXX`` when they are the
-    model's channels ``_0000`` to ``_{n_channels - 1}``. For a single-channel model, names ending in four digits
+    model's channels ``_0000`` to ``_{n_channels - 1}``, or one file ``CASE_0000`` each when no case has another
+    channel file (every channel in one file: an RGB PNG). For a single-channel model, names ending in four digits
     none of which is ``_0000`` (``patient_0001``, ``patient_0002``) are case names, one case per file."""
     matches = [_CHANNEL_SUFFIX.match(_stem(f)) for f in files]
     singles = [InputCase(_stem(f), (f,), "files") for f in files]
@@ -87,6 +89,8 @@ def _file_cases(folder: Path, files: list[Path], n_channels: int | None) -> list
             other = groups[match["case"]][channel]
             raise InputError(f"{folder}: case {match['case']!r} has channel {channel} twice: {other.name}, {file.name}")
         groups[match["case"]][channel] = file
+    if all(list(channels) == [0] for channels in groups.values()):
+        return [InputCase(name, (channels[0],), "files") for name, channels in groups.items()]
     expected = None if n_channels is None else list(range(n_channels))
     odd = {name: sorted(ch) for name, ch in groups.items() if sorted(ch) != (expected or list(range(len(ch))))}
     if odd and n_channels == 1 and all(0 not in channels for channels in odd.values()):
@@ -169,7 +173,7 @@ def load_case(case: InputCase) -> list[Image]:
     """The channels of one case, in channel order."""
     if case.kind == "dicom":
         return [read_dicom_series(case.sources[0], case.series_uid)]
-    return [channel for source in case.sources for channel in read_image_channels(source)]
+    return read_case_channels(case.sources)
 
 
 def check_channels(case: InputCase, channel_names: dict[str, str], images: list[Image] | None = None) -> None:

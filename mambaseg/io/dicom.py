@@ -14,7 +14,8 @@ What a series folder may hold: every file directly in it is classified first (py
 
 GDCM (through SimpleITK) decodes the pixels, JPEG and JPEG 2000 included; a file it cannot decode is named as
 corrupt. The slice order and spacing are checked here from each file's ImagePositionPatient projected on the
-slice normal, so that a misordered, duplicated or missing slice is an error instead of a silently wrong volume.
+slice normal, so that a misordered, duplicated or missing slice, or slices stacked off their normal (a gantry tilt), is
+an error instead of a silently wrong volume.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import pydicom
 import SimpleITK as sitk
 
 from mambaseg.io.errors import ImageReadError
-from mambaseg.io.image import Image
+from mambaseg.io.image import GEOMETRY_TOLERANCE, Image
 from mambaseg.io.limits import MAX_VOXELS
 from mambaseg.io.sitk_formats import from_sitk
 
@@ -347,6 +348,27 @@ def _check_slices_agree(folder: Path, files: list[str], headers: list[sitk.Image
         )
 
 
+def _check_stacked_along_normal(folder: Path, files: list[str], positions: np.ndarray, normal: np.ndarray) -> None:
+    """Refuse slices whose positions drift within the slice plane (a gantry tilt): ITK stacks the slices along their
+    normal from the first one, which would misplace every later slice by its drift.
+
+    A drift up to ``GEOMETRY_TOLERANCE`` per mm along the normal (0.06 degrees) is the rounding of the orientation's
+    decimal strings, not a tilt.
+    """
+    offsets = positions - positions[0]
+    heights = offsets @ normal
+    drift = np.linalg.norm(offsets - np.outer(heights, normal), axis=1)
+    excess = drift - (_IRREGULAR_FLOOR + GEOMETRY_TOLERANCE * np.abs(heights))
+    if excess.max() > 0:
+        i = int(np.argmax(excess))
+        tilt = np.degrees(np.arctan2(drift[i], abs(heights[i])))
+        raise ImageReadError(
+            f"{files[i]}: its ImagePositionPatient lies {drift[i]:.3f} mm beside the normal through the first slice "
+            f"{Path(files[0]).name}: the slices of {folder} are stacked {tilt:.1f} degrees off their normal (a gantry "
+            "tilt?), which a volume's geometry cannot hold; resample the series first (dcm2niix corrects gantry tilt)"
+        )
+
+
 def _sorted_slices(folder: Path, files: list[str]) -> list[str]:
     """Files ordered along the slice normal, after checking that the slices agree (``_check_slices_agree``) and
     share one orientation, and that no position is doubled, missing or off the series' regular spacing."""
@@ -370,6 +392,7 @@ def _sorted_slices(folder: Path, files: list[str]) -> list[str]:
             f"{folder}: {ordered[i]} and {ordered[i + 1]} share the slice position {heights[i]:.3f} mm; "
             "the series holds several volumes (echoes, phases or time points)"
         )
+    _check_stacked_along_normal(folder, ordered, positions[order], normal)
     median = float(np.median(steps))
     gaps = np.flatnonzero(steps > _GAP_FACTOR * median)
     if gaps.size:

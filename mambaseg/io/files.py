@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from mambaseg.io.atomic import atomic_path
 from mambaseg.io.dicom import read_dicom_series
+from mambaseg.io.errors import ChannelFilesError
 from mambaseg.io.image import Image
 from mambaseg.io.nifti import read_nifti, read_nifti_channels, write_nifti
 from mambaseg.io.sitk_formats import read_sitk, read_sitk_channels, write_sitk
@@ -58,6 +60,31 @@ def read_image_channels(path: str | Path) -> list[Image]:
     if image_extension(path) in NIFTI_EXTENSIONS:
         return read_nifti_channels(path)
     return read_sitk_channels(path)
+
+
+def read_case_channels(paths: Sequence[str | Path]) -> list[Image]:
+    """The channels of one case, in order: every channel of its one file (an RGB PNG, a 4-D NIfTI), or one channel
+    from each of its files (nnU-Net's ``CASE_0000``, ``CASE_0001``, ...).
+
+    This is the rule for every reader of a case (check, fingerprint, preprocessing, validation, prediction).
+
+    Raises:
+        ChannelFilesError: a file among several that holds more than one channel, naming it and the case's files.
+    """
+    if len(paths) == 1:
+        return read_image_channels(paths[0])
+    images = []
+    for path in paths:
+        channels = read_image_channels(path)
+        if len(channels) != 1:
+            names = ", ".join(Path(p).name for p in paths)
+            raise ChannelFilesError(
+                path,
+                f"holds {len(channels)} channels, but it is one of the case's {len(paths)} image files ({names}), "
+                "which hold one channel each; a file holding every channel must be the case's only image file",
+            )
+        images += channels
+    return images
 
 
 def write_image(image: Image, path: str | Path, overwrite: bool = True) -> None:

@@ -1,4 +1,9 @@
-"""NRRD, MetaImage (.mha/.mhd), PNG and TIFF through SimpleITK, and conversion between ``Image`` and SimpleITK."""
+"""NRRD, MetaImage (.mha/.mhd), PNG and TIFF through SimpleITK, and conversion between ``Image`` and SimpleITK.
+
+Before SimpleITK reads a file, its header's geometry fields are checked (``mambaseg.io.sitk_headers``) and its claimed
+size compared with the file (``mambaseg.io.limits``); only 2-D and 3-D images are read (channels are pixel
+components).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import SimpleITK as sitk
 from mambaseg.io.errors import ImageReadError
 from mambaseg.io.image import Image
 from mambaseg.io.limits import check_claimed_size
+from mambaseg.io.sitk_headers import check_geometry_fields
 
 PLANAR_EXTENSIONS = (".png", ".tif", ".tiff")
 _COMPRESSED = (".nrrd", ".mha", ".mhd")
@@ -49,11 +55,15 @@ def _stored_bytes(path: Path) -> int:
     return size
 
 
-def _check_header(path: Path) -> None:
-    """Compare the size the header claims with the file before SimpleITK allocates it (``mambaseg.io.limits``).
+def _check_header(path: Path) -> float:
+    """Check the header's geometry fields, dimension and claimed size before SimpleITK allocates the image.
 
     Whether the voxels are compressed is not known here, so the compression bound applies to every format.
+
+    Returns:
+        The millimetres in one unit of the file's coordinates (``check_geometry_fields``).
     """
+    mm_per_unit = check_geometry_fields(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     try:
@@ -63,19 +73,30 @@ def _check_header(path: Path) -> None:
     components = reader.GetNumberOfComponents()
     itemsize = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID()).GetSizeOfPixelComponent()
     shape = (*reversed(reader.GetSize()), *((components,) if components > 1 else ()))
+    if reader.GetDimension() > 3:
+        raise ImageReadError(
+            f"{path}: cannot read image: a {reader.GetDimension()}-D image of size {reader.GetSize()}; only 2-D and "
+            "3-D images are read, with channels as pixel components (MetaImage ElementNumberOfChannels, a NRRD "
+            "'vector' or 'list' axis)"
+        )
     check_claimed_size(path, shape, itemsize, _stored_bytes(path), compressed=True)
+    return mm_per_unit
 
 
 def read_sitk_channels(path: Path) -> list[Image]:
     """Read a file with SimpleITK; a multi-component file (RGB PNG, vector NRRD) gives one image per component.
 
-    The header is read first, and a claimed size the file cannot hold is refused before anything is allocated.
+    The header is read first: a geometry field SimpleITK would take wrongly, or a claimed size the file cannot hold, is
+    refused before anything is allocated; NRRD coordinates in m, cm or µm are converted to mm.
     """
-    _check_header(path)
+    mm_per_unit = _check_header(path)
     try:
         itk_image = sitk.ReadImage(str(path))
     except RuntimeError as err:
         raise ImageReadError(f"{path}: cannot read image: {_reason(err)}") from err
+    if mm_per_unit != 1.0:
+        itk_image.SetSpacing([s * mm_per_unit for s in itk_image.GetSpacing()])
+        itk_image.SetOrigin([o * mm_per_unit for o in itk_image.GetOrigin()])
     return from_sitk(itk_image, source=str(path))
 
 

@@ -3,7 +3,7 @@
 Conventions are those of ``mambaseg.io.Image``: ``shape`` is the numpy array shape, slowest axis first
 ((z, y, x) in 3-D); ``spacing`` is in ITK order (x, y, z); ``origin`` is the translation of the NIfTI
 affine (RAS), which readers in ITK's LPS convention report with x and y negated. Files are written with nibabel
-directly, so these helpers do not depend on the readers they help to test.
+(PNG with SimpleITK) directly, so these helpers do not depend on the readers they help to test.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import SimpleITK as sitk
 
 from mambaseg.workspace.layout import LOCK_FILE
 
@@ -119,6 +120,53 @@ def write_decathlon_dataset(
         "numTest": n_test,
         "training": training,
         "test": test,
+    }
+    (root / "dataset.json").write_text(json.dumps(description, indent=2))
+    return root
+
+
+RGB = {0: "R", 1: "G", 2: "B"}
+
+
+def rgb_case_arrays(
+    index: int, shape: Sequence[int] = (32, 40), n_components: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """A uint8 ``(*shape, n_components)`` picture of noise with a bright coloured disc, and the disc as a uint8 label
+    map of ``shape``; the same for the same index."""
+    rng = np.random.default_rng(index)
+    rows, columns = np.mgrid[: shape[0], : shape[1]]
+    radius = int(rng.integers(5, 8))
+    centre = rng.integers(radius + 1, np.array(shape) - radius - 1)
+    disc = (rows - centre[0]) ** 2 + (columns - centre[1]) ** 2 <= radius**2
+    picture = rng.integers(0, 60, (*shape, n_components)).astype(np.uint8)
+    picture[disc] = np.resize([220, 60, 40, 255], n_components) - rng.integers(0, 30, n_components)
+    return picture, disc.astype(np.uint8)
+
+
+def write_png(path: Path, array: np.ndarray) -> Path:
+    """Writes a uint8 ``(y, x)`` greyscale or ``(y, x, c)`` colour array as PNG (SimpleITK, not mambaseg's writer)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sitk.WriteImage(sitk.GetImageFromArray(array, isVector=array.ndim == 3), str(path))
+    return path
+
+
+def write_rgb_png_dataset(
+    root: Path, n_cases: int = 6, shape: Sequence[int] = (32, 40), n_test: int = 0, name: str = "Natural"
+) -> Path:
+    """An nnU-Net v2 dataset of 2-D natural images in nnU-Net's convention: one RGB ``imagesTr/CASE_0000.png`` per
+    case with ``channel_names`` R, G, B, a greyscale ``labelsTr/CASE.png`` (a disc), optional ``imagesTs``."""
+    for index in range(n_cases + n_test):
+        case = f"img_{index:03d}"
+        picture, label = rgb_case_arrays(index, shape)
+        write_png(root / ("imagesTr" if index < n_cases else "imagesTs") / f"{case}_0000.png", picture)
+        if index < n_cases:
+            write_png(root / "labelsTr" / f"{case}.png", label)
+    description = {
+        "name": name,
+        "channel_names": {str(index): value for index, value in RGB.items()},
+        "labels": {"background": 0, "lesion": 1},
+        "numTraining": n_cases,
+        "file_ending": ".png",
     }
     (root / "dataset.json").write_text(json.dumps(description, indent=2))
     return root

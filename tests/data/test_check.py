@@ -8,7 +8,16 @@ from rich.console import Console
 
 from mambaseg.data import check_dataset, load_dataset
 from mambaseg.io.progress import RichProgress
-from tests.data.synthetic import case_arrays, file_states, write_decathlon_dataset, write_nifti, write_nnunet_dataset
+from tests.data.synthetic import (
+    case_arrays,
+    file_states,
+    rgb_case_arrays,
+    write_decathlon_dataset,
+    write_nifti,
+    write_nnunet_dataset,
+    write_png,
+    write_rgb_png_dataset,
+)
 
 LABELS = {"background": 0, "a": 1, "b": 3}
 
@@ -144,3 +153,72 @@ def test_fractional_label_values(tmp_path):
     (problem,) = check_dataset(load_dataset(root), max_workers=1).problems
     assert problem.file == root / "labelsTr" / "case_000.nii.gz"
     assert "must be integers, found 0.5" in problem.message
+
+
+def test_rgb_pngs_in_nnunet_convention_pass_the_check(tmp_path):
+    root = write_rgb_png_dataset(tmp_path / "ds", n_cases=3, n_test=1)
+    report = check_dataset(load_dataset(root), max_workers=1)
+    assert report.problems == [], report.format()
+
+
+def test_files_whose_channels_do_not_fit_channel_names_are_refused_naming_the_file(tmp_path):
+    root = write_rgb_png_dataset(tmp_path / "ds", n_cases=6)
+    images = root / "imagesTr"
+    write_png(images / "img_000_0000.png", rgb_case_arrays(0, n_components=4)[0])  # RGBA where RGB is declared
+    picture = rgb_case_arrays(1)[0]
+    write_png(images / "img_001_0001.png", picture[..., 1])  # channel files beside a file holding every channel
+    write_png(images / "img_001_0002.png", picture[..., 2])
+    write_png(images / "img_002_0000.png", rgb_case_arrays(2)[0][..., 0])  # greyscale where RGB is declared
+    write_png(root / "labelsTr" / "img_003.png", rgb_case_arrays(3)[0])  # a label map in colour
+    before = file_states(tmp_path)
+
+    report = check_dataset(load_dataset(root), max_workers=1)
+
+    assert file_states(tmp_path) == before
+    declared = "dataset.json declares 3: {0: 'R', 1: 'G', 2: 'B'}"
+    assert messages_by_file(report) == {
+        "imagesTr/img_000_0000.png": [
+            (
+                "error",
+                f"4 channels, but {declared}; channel_names needs one entry per channel of the file, "
+                'e.g. {"0": "R", "1": "G", "2": "B"} for RGB',
+            )
+        ],
+        "imagesTr/img_001_0000.png": [
+            (
+                "error",
+                "holds 3 channels, but it is one of the case's 3 image files (img_001_0000.png, img_001_0001.png, "
+                "img_001_0002.png), which hold one channel each; a file holding every channel must be the case's "
+                "only image file",
+            )
+        ],
+        "imagesTr/img_002_0000.png": [
+            (
+                "error",
+                f"1 channels, but {declared}; give one file holding all 3 channels, or one file per channel "
+                "(img_002_0000.png to img_002_0002.png)",
+            )
+        ],
+        "labelsTr/img_003.png": [
+            (
+                "error",
+                "a label map has one channel, this file holds 3 (an RGB PNG, a 4-D NIfTI?); save it as a "
+                "single-channel image of label values (a greyscale PNG, a 3-D NIfTI)",
+            )
+        ],
+    }
+
+
+def test_rgb_files_declared_as_one_channel_are_refused_with_how_to_declare_them(tmp_path):
+    root = write_rgb_png_dataset(tmp_path / "ds", n_cases=2)
+    description = json.loads((root / "dataset.json").read_text())
+    (root / "dataset.json").write_text(json.dumps({**description, "channel_names": {"0": "RGB"}}))
+    report = check_dataset(load_dataset(root), max_workers=2)
+    assert [(p.file.name, p.message) for p in report.problems] == [
+        (
+            f"img_00{index}_0000.png",
+            "3 channels, but dataset.json declares 1: {0: 'RGB'}; channel_names needs one entry per channel of the "
+            'file, e.g. {"0": "R", "1": "G", "2": "B"} for RGB',
+        )
+        for index in range(2)
+    ]

@@ -4,7 +4,15 @@ import numpy as np
 import pytest
 
 from mambaseg.data import DatasetError, load_dataset
-from tests.data.synthetic import case_arrays, write_decathlon_dataset, write_nifti, write_nnunet_dataset
+from tests.data.synthetic import (
+    RGB,
+    case_arrays,
+    rgb_case_arrays,
+    write_decathlon_dataset,
+    write_nifti,
+    write_nnunet_dataset,
+    write_rgb_png_dataset,
+)
 
 
 def test_nnunetv2_layout_is_loaded_with_sorted_cases_and_channel_files(tmp_path):
@@ -35,6 +43,21 @@ def test_nnunetv2_images_and_label_load_in_channel_order(tmp_path):
     label = case.load_label()
     np.testing.assert_array_equal(label.array, expected_label)
     assert label.spacing == pytest.approx((1.0, 1.0, 2.0))
+
+
+def test_a_case_whose_only_image_file_is_0000_holds_every_channel(tmp_path):
+    root = write_rgb_png_dataset(tmp_path / "ds", n_cases=2, n_test=1)
+    dataset = load_dataset(root)
+    assert dataset.channel_names == RGB
+    for case in (*dataset.cases, *dataset.test_images):
+        assert case.image_files == (case.image_files[0].parent / f"{case.name}_0000.png",)
+    picture, label = rgb_case_arrays(1)
+    images = dataset.cases[1].load_images()
+    np.testing.assert_array_equal(np.stack([image.array for image in images], -1), picture)
+    np.testing.assert_array_equal(dataset.cases[1].load_label().array, label)
+    assert [image.array.shape for image in images] == [(32, 40)] * 3
+    (root / "imagesTr" / "img_000_0000.png").unlink()  # with no file at all, every channel file is missing
+    assert [p.name for p in load_dataset(root).cases[0].image_files] == [f"img_000_{c:04d}.png" for c in range(3)]
 
 
 def test_decathlon_layout_inverts_labels_and_splits_4d_images(tmp_path):

@@ -106,6 +106,23 @@ def test_a_slice_of_another_size_or_pixel_spacing_is_refused_naming_it(tmp_path)
         read_dicom_series(tmp_path / "spacing")
 
 
+@pytest.mark.parametrize(("tilt", "refused"), [(0.3, True), (0.01, True), (1e-5, False)])
+def test_slices_stacked_off_their_normal_are_refused_naming_the_slice(tmp_path, tilt, refused):
+    """A gantry tilt: each slice's position drifts within the slice plane; ITK would stack them along the normal."""
+    direction = np.eye(3)
+    direction[:, 2] = (0.0, np.sin(tilt), np.cos(tilt))
+    image = make_image(direction)
+    files = write_dicom_series(image, tmp_path, UID_A)
+    if not refused:  # a drift of 1e-5 mm per mm is rounding: read as stacked along the normal
+        assert read_dicom_series(tmp_path).array.shape == image.array.shape
+        return
+    with pytest.raises(ImageReadError) as info:
+        read_dicom_series(tmp_path)
+    drift = (len(files) - 1) * image.spacing[2] * np.sin(tilt)
+    assert str(info.value).startswith(f"{files[-1]}: its ImagePositionPatient lies {drift:.3f} mm beside the normal")
+    assert f"stacked {np.degrees(tilt):.1f} degrees off their normal (a gantry tilt?)" in str(info.value)
+
+
 def test_an_enhanced_multi_frame_file_is_refused_clearly(tmp_path):
     import pydicom
 

@@ -1,13 +1,24 @@
 """Dispatch on the file ending, atomic and non-overwriting writes, and the errors users see."""
 
 import gzip
+import pickle
 import subprocess
 import sys
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 
-from mambaseg.io import SUPPORTED_EXTENSIONS, ImageReadError, image_extension, read_image, to_sitk, write_image
+from mambaseg.io import (
+    SUPPORTED_EXTENSIONS,
+    ChannelFilesError,
+    ImageReadError,
+    image_extension,
+    read_case_channels,
+    read_image,
+    to_sitk,
+    write_image,
+)
 from tests.io.cases import DIRECTIONS_3D, make_image
 
 
@@ -93,3 +104,22 @@ def test_physical_points_match_simpleitk():
 def test_io_layer_does_not_import_torch():
     code = "import sys, mambaseg.io; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_case_is_one_file_of_every_channel_or_one_channel_per_file(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 255, size=(6, 5, 3), dtype=np.uint8)
+    sitk.WriteImage(sitk.GetImageFromArray(rgb, isVector=True), str(tmp_path / "rgb.png"))
+    for c in range(3):
+        sitk.WriteImage(sitk.GetImageFromArray(rgb[..., c]), str(tmp_path / f"c{c}.png"))
+    for files in ([tmp_path / "rgb.png"], [tmp_path / f"c{c}.png" for c in range(3)]):
+        channels = read_case_channels(files)
+        np.testing.assert_array_equal(np.stack([channel.array for channel in channels], -1), rgb)
+    with pytest.raises(
+        ChannelFilesError,
+        match=r"rgb\.png: holds 3 channels, but it is one of the case's 3 image files "
+        r"\(rgb\.png, c1\.png, c2\.png\)",
+    ) as info:
+        read_case_channels([tmp_path / "rgb.png", tmp_path / "c1.png", tmp_path / "c2.png"])
+    assert info.value.path == tmp_path / "rgb.png"
+    copy = pickle.loads(pickle.dumps(info.value))  # it crosses the process pools of check and fingerprint whole
+    assert (str(copy), copy.path, copy.reason) == (str(info.value), info.value.path, info.value.reason)

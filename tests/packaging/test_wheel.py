@@ -1,25 +1,29 @@
 """The wheel, installed into a new venv, runs plan, train and predict from a folder outside the source tree.
 
 This is the test that a plain ``pip install`` of mambaseg works without the checkout: the configs must ship in
-the wheel, and nothing may be found through the source tree (no PYTHONPATH, another working directory).
+the wheel, and nothing may be found through the source tree (no PYTHONPATH, another working directory). On Linux
+x86-64 the wheel carries the CPU kernel prebuilt for every level, and the installed scan runs it with no compiler.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pytest
 
+from mambaseg_kernels.cpu import ISA_LEVELS, PREBUILT_RECORD, prebuilt_name, select_isa_level
 from tests.data.synthetic import read_nifti_array, write_nnunet_dataset
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCES = ("pyproject.toml", "README.md", "mambaseg", "kernels", "datasets", "configs")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "mambaseg", "kernels", "datasets", "configs")
 TORCH = "torch==2.13.0"
 SHAPE = (8, 12, 12)
 TRAIN = [
@@ -41,6 +45,21 @@ TRAIN = [
     "num_workers=0",
 ]
 STEP_TIMEOUT_S = 600
+PREBUILT = sys.platform == "linux" and platform.machine().lower() in ("x86_64", "amd64")
+# The installed scan, with no compiler to be found: the compiled cpu backend runs and matches the reference.
+SCAN_WITHOUT_COMPILER = """
+import torch
+from mambaseg.ops import selective_scan
+from mambaseg_kernels.cpu import load_cpu_kernels
+from mambaseg_kernels.ops import runs_as
+torch.manual_seed(0)
+u, delta, z = torch.randn(2, 4, 33), torch.rand(2, 4, 33), torch.randn(2, 4, 33)
+A, B, C, D = -torch.rand(4, 8), torch.randn(2, 8, 33), torch.randn(2, 8, 33), torch.randn(4)
+args = (u, delta, A, B, C, D, z)
+out = selective_scan(*args, delta_softplus=True, backend="cpu")
+torch.testing.assert_close(out, selective_scan(*args, delta_softplus=True, backend="reference"), rtol=1e-4, atol=1e-5)
+print(runs_as("cpu"), load_cpu_kernels().__name__)
+"""
 
 
 def _environment() -> dict[str, str]:
@@ -56,12 +75,12 @@ def _pypi_reachable() -> bool:
     return True
 
 
-def _completed(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _completed(command: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess:
     """``command`` run in ``cwd`` without the source tree on the path, its output captured as text."""
     return subprocess.run(
         command,
         cwd=cwd,
-        env=_environment(),
+        env={**_environment(), **env},
         capture_output=True,
         encoding="utf-8",
         errors="replace",
@@ -70,8 +89,8 @@ def _completed(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def _run(command: list[str], cwd: Path) -> str:
-    result = _completed(command, cwd)
+def _run(command: list[str], cwd: Path, **env: str) -> str:
+    result = _completed(command, cwd, **env)
     if result.returncode != 0:
         output = f"{result.stdout[-4000:]}{result.stderr[-4000:]}"
         pytest.fail(f"`{' '.join(command)}` exited {result.returncode}:\n{output}")
@@ -115,9 +134,17 @@ def _build_wheel(tmp_path: Path) -> Path:
     return wheel
 
 
+def _prebuilt_files(wheel: Path) -> set[str]:
+    prefix = "mambaseg_kernels/cpu/prebuilt/"
+    with zipfile.ZipFile(wheel) as archive:
+        return {name.removeprefix(prefix).partition(".")[0] for name in archive.namelist() if name.startswith(prefix)}
+
+
 @pytest.mark.slow
 def test_installed_wheel_plans_trains_and_predicts_outside_the_source_tree(tmp_path):
     wheel = _build_wheel(tmp_path)
+    if PREBUILT:
+        assert _prebuilt_files(wheel) == {PREBUILT_RECORD.partition(".")[0], *map(prebuilt_name, ISA_LEVELS)}
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     venv = tmp_path / "venv"
@@ -139,6 +166,10 @@ def test_installed_wheel_plans_trains_and_predicts_outside_the_source_tree(tmp_p
         ).split()
         assert [Path(path).resolve().is_relative_to(venv.resolve()) for path in where] == [True, True], where
         assert not any(Path(path).resolve().is_relative_to(ROOT) for path in where), where
+        if PREBUILT:  # only the venv on PATH, no compiler, an empty JIT cache: the prebuilt kernel or nothing
+            no_compiler = {"PATH": str(venv / "bin"), "CXX": "/nonexistent", "TORCH_EXTENSIONS_DIR": str(outside)}
+            backend, module = _run([str(python), "-c", SCAN_WITHOUT_COMPILER], cwd=outside, **no_compiler).split()
+            assert (backend, module) == ("cpu", prebuilt_name(select_isa_level()))
 
         raw = outside / "raw" / "Dataset001_Tiny"
         write_nnunet_dataset(raw, n_cases=5, shape=SHAPE, spacing=(1, 1, 1), n_test=1)

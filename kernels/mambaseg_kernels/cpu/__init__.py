@@ -14,6 +14,11 @@ build or one made on another machine sharing the cache is never loaded.
 Loading holds an ``flock`` on the build folder (``mambaseg.flock``), which the system releases when its holder
 dies: torch's own lock file (``lock``), which a process killed while building or loading leaves behind and for
 which every later process would wait forever, is removed by the next loader that holds the flock.
+
+A wheel carries the kernel prebuilt (``setup.py`` compiles each x86-64 level with these sources and flags into
+``prebuilt/``, beside ``prebuilt/build.json``, which records what it was built against): it is loaded, with no
+compiler, when the record matches this machine, Python, torch (``torch.__version__`` and its C++ ABI flag), the
+sources beside it and the level's flags; otherwise the JIT build above runs, after a log line saying why.
 """
 
 from __future__ import annotations
@@ -21,8 +26,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import logging
 import os
 import platform
+import sys
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -49,6 +59,11 @@ X86_ARCH_FLAGS = {
 COMMON_CFLAGS = ["-O3", "-fopenmp", "-fno-math-errno", "-fno-trapping-math", "-std=c++17"]
 LDFLAGS = ["-fopenmp"]
 CHECKPOINT_CHUNK = 256  # kChunk in selective_scan.cpp: steps between the states the forward saves
+PREBUILT_DIR = "prebuilt"
+PREBUILT_RECORD = "build.json"
+PREBUILT_SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+
+log = logging.getLogger(__name__)
 
 
 def checkpoint_chunks(length: int) -> int:
@@ -165,11 +180,92 @@ def _build_folder(name: str) -> Path:
     return Path(_get_build_directory(name, verbose=False))
 
 
+def prebuilt_name(level: str) -> str:
+    """The module name of the kernel prebuilt at ``level`` in a wheel (``prebuilt/<name><extension suffix>``)."""
+    return f"mambaseg_scan_cpu_{level}_prebuilt"
+
+
+def sources_digest(here: Path) -> str:
+    """A digest of the sources and headers in ``here``: a prebuilt kernel is loaded only beside its own sources."""
+    digest = hashlib.sha256()
+    for name in SOURCES + HEADERS:
+        digest.update((here / name).read_bytes())
+    return digest.hexdigest()
+
+
+def build_record(levels: list[str]) -> dict:
+    """What ``prebuilt/build.json`` records of a build at ``levels``, made by this interpreter and torch."""
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "cxx11_abi": bool(torch._C._GLIBCXX_USE_CXX11_ABI),
+        "python": sys.implementation.cache_tag,
+        "system": platform.system(),
+        "machine": platform.machine().lower(),
+        "sources": sources_digest(Path(__file__).parent),
+        "flags": {level: compiler_flags(level) for level in levels},
+    }
+
+
+def prebuilt_mismatch(record: dict, level: str) -> str | None:
+    """Why a prebuilt kernel described by ``record`` cannot be loaded here at ``level``; None when it can."""
+    here = build_record([level])
+    for key, what in (("machine", "processor"), ("system", "system"), ("python", "Python"), ("torch", "torch")):
+        if record.get(key) != here[key]:
+            return f"it was built for {what} {record.get(key)}, this is {here[key]}"
+    if record.get("cxx11_abi") != here["cxx11_abi"]:
+        return f"it was built with _GLIBCXX_USE_CXX11_ABI={record.get('cxx11_abi')}, this torch has {here['cxx11_abi']}"
+    if level not in record.get("flags", {}):
+        return f"the {level} level was not prebuilt (prebuilt: {', '.join(record.get('flags', {})) or 'none'})"
+    if record["flags"][level] != here["flags"][level]:
+        return f"it was built with the flags {record['flags'][level]}, the JIT build now uses {here['flags'][level]}"
+    if record.get("sources") != here["sources"]:
+        return "the kernel sources beside it have changed since it was built"
+    return None
+
+
+def _load_prebuilt(level: str, folder: Path) -> ModuleType | None:
+    """The kernel prebuilt at ``level`` in ``folder`` when it matches this machine; None, logged once, otherwise."""
+    record_file = folder / PREBUILT_RECORD
+    if not record_file.is_file():
+        log.debug("mambaseg: no prebuilt CPU kernel in %s; building it on first use", folder)
+        return None
+    try:
+        why = prebuilt_mismatch(json.loads(record_file.read_text()), level)
+    except (OSError, ValueError, AttributeError) as err:
+        why = f"{record_file} cannot be read ({type(err).__name__}: {err})"
+    paths = [folder / f"{prebuilt_name(level)}{suffix}" for suffix in PREBUILT_SUFFIXES]
+    path = next((path for path in paths if path.is_file()), None)
+    if why is None and path is None:
+        why = f"{prebuilt_name(level)} is missing from {folder}"
+    if why is None:
+        try:
+            spec = importlib.util.spec_from_file_location(prebuilt_name(level), path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            return module
+        except ImportError as err:
+            why = f"{path} does not load ({err})"
+    log.warning("mambaseg: the prebuilt %s CPU kernel is not used, %s; building it now instead", level, why)
+    return None
+
+
 @functools.cache
 def _load(level: str) -> ModuleType | None:
+    import torch  # noqa: F401  (the kernel links against the libraries that importing torch loads)
+
+    prebuilt = _load_prebuilt(level, _prebuilt_folder())
+    return _build(Path(__file__).parent, level) if prebuilt is None else prebuilt
+
+
+def _prebuilt_folder() -> Path:
+    return Path(__file__).parent / PREBUILT_DIR
+
+
+def _build(here: Path, level: str) -> ModuleType | None:
     from torch.utils.cpp_extension import load
 
-    here = Path(__file__).parent
     name = f"mambaseg_scan_cpu_{_build_tag(here, level)}"
     try:
         with build_folder_lock(_build_folder(name)):
@@ -186,6 +282,6 @@ def _load(level: str) -> ModuleType | None:
             f"mambaseg: the compiled CPU selective scan could not be built ({type(err).__name__}: {err}); "
             "falling back to the slow PyTorch reference. Install a C++ compiler (g++ or clang) to fix this.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None

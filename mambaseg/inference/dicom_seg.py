@@ -139,14 +139,22 @@ def check_source_series(folder: str | Path, series_uid: str) -> None:
     _check_uids(read_series_datasets(folder, series_uid))
 
 
-def _check_uids(datasets: list[pydicom.Dataset]) -> None:
+def missing_uids(datasets: list[pydicom.Dataset]) -> str | None:
+    """``FILE: empty or missing UID, ...`` for the first instance lacking a UID that an object referencing the
+    series (a DICOM-SEG, an RT structure set) needs; None when every instance has them."""
     for dataset in datasets:
         missing = [key for key in _REQUIRED_UIDS if not str(dataset.get(key, "")).strip()]
         if missing:
-            raise DicomSegError(
-                f"{dataset.filename}: empty or missing {', '.join(missing)}; a DICOM-SEG must reference them "
-                "(the series was probably anonymised too strictly)"
-            )
+            return f"{dataset.filename}: empty or missing {', '.join(missing)}"
+    return None
+
+
+def _check_uids(datasets: list[pydicom.Dataset]) -> None:
+    problem = missing_uids(datasets)
+    if problem:
+        raise DicomSegError(
+            f"{problem}; a DICOM-SEG must reference them (the series was probably anonymised too strictly)"
+        )
 
 
 def match_slices(mask: Image, datasets: list[pydicom.Dataset]) -> list[pydicom.Dataset]:

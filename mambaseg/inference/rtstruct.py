@@ -36,12 +36,11 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, gene
 from scipy import ndimage
 
 import mambaseg
-from mambaseg.inference.dicom_seg import DicomSegError, match_slices, read_series_datasets
+from mambaseg.inference.dicom_seg import DicomSegError, match_slices, missing_uids, read_series_datasets
 from mambaseg.io import GEOMETRY_TOLERANCE, Image
 
 RTSTRUCT_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.481.3"
 _STUDY_SOP_CLASS = "1.2.840.10008.3.1.2.3.1"  # what RTReferencedStudySequence items cite (Detached Study Management)
-_REQUIRED_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "FrameOfReferenceUID")
 _COPIED = (  # Patient and General Study modules, copied from the source series (empty where it has none)
     "PatientName",
     "PatientID",
@@ -86,13 +85,11 @@ def _series_datasets(folder: str | Path, series_uid: str) -> list[pydicom.Datase
 
 
 def _check_uids(datasets: list[pydicom.Dataset]) -> None:
-    for dataset in datasets:
-        missing = [key for key in _REQUIRED_UIDS if not str(dataset.get(key, "")).strip()]
-        if missing:
-            raise RtStructError(
-                f"{dataset.filename}: empty or missing {', '.join(missing)}; an RT structure set must reference them "
-                "(the series was probably anonymised too strictly)"
-            )
+    problem = missing_uids(datasets)
+    if problem:
+        raise RtStructError(
+            f"{problem}; an RT structure set must reference them (the series was probably anonymised too strictly)"
+        )
 
 
 def _plane_offsets(mask: Image, sources: list[pydicom.Dataset], folder: str | Path) -> np.ndarray:

@@ -223,9 +223,10 @@ def load_model(run: TrainedRun, checkpoint: Path, device: torch.device) -> nn.Mo
     return model.to(device).eval()
 
 
-def stage_plan(plans: Plans, configuration: str, source: str) -> StagePlan:
-    """The stage plan of ``plans``' configuration ``configuration`` (``source`` names where it comes from)."""
-    plan = plans.configurations[configuration]
+def stage_plan(plans: Plans, configuration: str, source: str, plan: ConfigurationPlan | None = None) -> StagePlan:
+    """The stage plan of ``plans``' configuration ``configuration`` (``source`` names where it comes from), with
+    ``plan`` in place of the configuration's own where given (a fold trained with another network than planned)."""
+    plan = plans.configurations[configuration] if plan is None else plan
     return StagePlan(
         spec=PreprocessingSpec.from_plans(plans, configuration, source=source),
         patch_size=tuple(plan.patch_size),

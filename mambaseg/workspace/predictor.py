@@ -18,6 +18,7 @@ first prediction, so that a command checks its inputs and outputs before it spen
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -254,13 +255,7 @@ class Predictor:
         check_paths(input, output, dicom_seg, segment_codes)
         info = self.info
         if segment_codes is not None:
-            info = RunInfo(
-                info.name,
-                info.channel_names,
-                info.label_names,
-                load_segment_codes(segment_codes, info.label_names),
-                info.regions_class_order,
-            )
+            info = dataclasses.replace(info, segment_codes=load_segment_codes(segment_codes, info.label_names))
         cases = discover_cases(input, series, len(info.channel_names))
         for case in cases:
             check_channels(case, info.channel_names)

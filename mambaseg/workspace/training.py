@@ -11,6 +11,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -31,14 +32,14 @@ from mambaseg.evaluation.dice import item_key
 from mambaseg.evaluation.model_selection import foreground_labels, regions_class_order
 from mambaseg.evaluation.summary import CasePair, evaluate_cases, write_summary
 from mambaseg.inference.ensemble import write_probabilities
-from mambaseg.inference.pipeline import ModelStage, Pipeline, StagePlan, WindowSettings
+from mambaseg.inference.pipeline import ModelStage, Pipeline, WindowSettings
+from mambaseg.inference.runs import stage_plan
 from mambaseg.io import Image, write_image
 from mambaseg.io.atomic import write_text_atomically
 from mambaseg.io.locks import owned
 from mambaseg.io.progress import Progress
 from mambaseg.planning.checkpoint import load_checkpoint
-from mambaseg.planning.model import build_network, mirror_axes_for
-from mambaseg.preprocessing.case import PreprocessingSpec
+from mambaseg.planning.model import build_network
 from mambaseg.training.run import train_fold
 from mambaseg.training.setup import RunSpec, choose_plan
 from mambaseg.training.step import autocast_dtype
@@ -206,17 +207,10 @@ def validate_fold(
     files: FoldFiles = spec.files  # the workspace's files: run_spec made them
     model.eval()
     model.deep_supervision = False
+    planned = stage_plan(plans, spec.configuration, str(files.plan), plan)
     stage = ModelStage(
         [model],
-        StagePlan(
-            spec=PreprocessingSpec.from_plans(plans, spec.configuration),
-            patch_size=tuple(plan.patch_size),
-            num_classes=plans.num_classes,
-            mirror_axes=tuple(mirror_axes_for(plan)),
-            batch_size=1,
-            regions_class_order=regions,
-            previous_labels=tuple(plan.previous_stage_labels or ()),
-        ),
+        dataclasses.replace(planned, batch_size=1, regions_class_order=regions),
         WindowSettings(device, step=step, autocast_dtype=precision),
         previous=validation_previous_masks(spec),  # a cascade stage also takes the previous stage's masks
     )
